@@ -1,0 +1,408 @@
+// phirt._kernels: the only file that includes pybind11. Every entry point validates dtype, shape,
+// contiguity and buffer size before any kernel reads memory, and releases the GIL while it runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "dispatch.h"
+#include "matmul.h"
+#include "ops.h"
+#include "quants.h"
+#include "threadpool.h"
+
+namespace py = pybind11;
+using namespace phirt;
+
+namespace {
+
+// ---- argument checks -------------------------------------------------------------------------
+
+template <typename T>
+const char *dtype_name();
+template <>
+const char *dtype_name<float>() { return "float32"; }
+template <>
+const char *dtype_name<int32_t>() { return "int32"; }
+template <>
+const char *dtype_name<uint8_t>() { return "uint8"; }
+template <>
+const char *dtype_name<uint16_t>() { return "float16"; }
+
+// An array of exactly dtype T, C-contiguous, with `ndim` dimensions (-1: any).
+template <typename T>
+py::array checked(const py::handle &obj, const char *what, int ndim, bool writable = false) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(what) + " must be a numpy array");
+    auto arr = py::reinterpret_borrow<py::array>(obj);
+    const bool is_f16 = std::is_same<T, uint16_t>::value;
+    const bool dtype_ok = is_f16 ? arr.dtype().is(py::dtype("float16"))
+                                 : arr.dtype().is(py::dtype::of<T>());
+    if (!dtype_ok)
+        throw py::type_error(std::string(what) + " must have dtype " + dtype_name<T>() + ", got " +
+                             std::string(py::str(arr.dtype())));
+    if (!(arr.flags() & py::array::c_style))
+        throw py::value_error(std::string(what) + " must be C-contiguous");
+    if (ndim >= 0 && arr.ndim() != ndim)
+        throw py::value_error(std::string(what) + " must be " + std::to_string(ndim) + "-D, got " +
+                              std::to_string(arr.ndim()) + "-D");
+    if (writable && !arr.writeable()) throw py::value_error(std::string(what) + " must be writable");
+    return arr;
+}
+
+std::string shape_str(const py::array &a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+void expect_shape(const py::array &a, const char *what, std::initializer_list<py::ssize_t> dims) {
+    bool ok = (py::ssize_t)dims.size() == a.ndim();
+    py::ssize_t i = 0;
+    std::string want = "(";
+    for (auto d : dims) {
+        if (ok && a.shape(i) != d) ok = false;
+        want += (i ? ", " : "") + std::to_string(d);
+        ++i;
+    }
+    want += dims.size() == 1 ? ",)" : ")";
+    if (!ok) throw py::value_error(std::string(what) + " must have shape " + want + ", got " + shape_str(a));
+}
+
+const TypeTraits &traits_or_throw(int type) {
+    const TypeTraits *t = type_traits(type);
+    if (t == nullptr) throw py::value_error("unsupported GGML type id " + std::to_string(type));
+    return *t;
+}
+
+// Output array: the caller's (checked) or a new one.
+py::array_t<float> out_or_new(const py::object &out, std::initializer_list<py::ssize_t> dims) {
+    if (out.is_none()) return py::array_t<float>(std::vector<py::ssize_t>(dims));
+    auto arr = checked<float>(out, "out", (int)dims.size(), true);
+    expect_shape(arr, "out", dims);
+    return py::reinterpret_borrow<py::array_t<float>>(arr);
+}
+
+// ---- QMatrix ---------------------------------------------------------------------------------
+
+// A weight matrix in a GGML format over a buffer it keeps alive (often a read-only memmap).
+class QMatrix {
+   public:
+    QMatrix(const py::buffer &data, int type, int64_t n, int64_t k) : owner_(data) {
+        const py::buffer_info info = data.request();
+        if (!PyBuffer_IsContiguous(info.view(), 'C'))
+            throw py::value_error("weight buffer must be C-contiguous");
+        const int64_t nbytes = (int64_t)info.size * (int64_t)info.itemsize;
+        const std::string problem = validate_weight(type, n, k, nbytes);
+        if (!problem.empty()) throw py::value_error(problem);
+        view_ = {static_cast<const uint8_t *>(info.ptr), type, n, k,
+                 row_bytes(*type_traits(type), k)};
+    }
+    const WeightView &view() const { return view_; }
+    int64_t n() const { return view_.n; }
+    int64_t k() const { return view_.k; }
+    int type() const { return view_.type; }
+    int64_t nbytes() const { return view_.row_bytes * view_.n; }
+
+   private:
+    py::object owner_;
+    WeightView view_{};
+};
+
+py::array_t<float> matmul_py(const QMatrix &w, const py::object &x_obj, const py::object &out) {
+    if (!matmul_supported(w.type()))
+        throw py::value_error(std::string("matmul does not support ") + type_traits(w.type())->name);
+    auto x = checked<float>(x_obj, "x", 2);
+    if (x.shape(1) != w.k())
+        throw py::value_error("x has " + std::to_string(x.shape(1)) + " columns, weight has k=" +
+                              std::to_string(w.k()));
+    const int64_t m = x.shape(0);
+    auto y = out_or_new(out, {m, w.n()});
+    if (m == 0) return y;
+    const float *xp = static_cast<const float *>(x.data());
+    float *yp = y.mutable_data();
+    py::gil_scoped_release release;
+    matmul(w.view(), xp, m, yp);
+    return y;
+}
+
+py::array_t<float> get_rows_py(const QMatrix &w, const py::object &ids_obj) {
+    auto ids = checked<int32_t>(ids_obj, "ids", 1);
+    const int32_t *ip = static_cast<const int32_t *>(ids.data());
+    for (py::ssize_t i = 0; i < ids.shape(0); ++i)
+        if (ip[i] < 0 || ip[i] >= w.n())
+            throw py::value_error("token id " + std::to_string(ip[i]) + " out of range [0, " +
+                                  std::to_string(w.n()) + ")");
+    py::array_t<float> out({(py::ssize_t)ids.shape(0), (py::ssize_t)w.k()});
+    float *op = out.mutable_data();
+    const int64_t t = ids.shape(0);
+    py::gil_scoped_release release;
+    get_rows(w.view(), ip, t, op);
+    return out;
+}
+
+// ---- quantize / dequantize ---------------------------------------------------------------------
+
+py::array_t<uint8_t> quantize_py(int type, const py::object &x_obj) {
+    const TypeTraits &t = traits_or_throw(type);
+    auto x = checked<float>(x_obj, "x", -1);
+    if (x.ndim() < 1) throw py::value_error("x must have at least one dimension");
+    const int64_t k = x.shape(x.ndim() - 1);
+    const int64_t rb = row_bytes(t, k);
+    if (rb < 0)
+        throw py::value_error(std::string(t.name) + " needs rows that are a multiple of " +
+                              std::to_string(t.block_size) + " values, got " + std::to_string(k));
+    const int64_t rows = k == 0 ? 0 : x.size() / k;
+    std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+    shape.back() = rb;
+    py::array_t<uint8_t> out(shape);
+    if (rows == 0) return out;
+    const float *xp = static_cast<const float *>(x.data());
+    uint8_t *op = out.mutable_data();
+    {
+        // Probe support before releasing the GIL, on a scratch row.
+        std::vector<uint8_t> probe(rb);
+        std::vector<float> zero(k, 0.0f);
+        if (!quantize_row(type, zero.data(), probe.data(), k))
+            throw py::value_error(std::string("quantize to ") + t.name + " is not supported");
+    }
+    py::gil_scoped_release release;
+    global_pool().run(rows, [&](int64_t r, int) { quantize_row(type, xp + r * k, op + r * rb, k); });
+    return out;
+}
+
+py::array_t<float> dequantize_py(int type, const py::object &data_obj, int64_t k) {
+    const TypeTraits &t = traits_or_throw(type);
+    auto data = checked<uint8_t>(data_obj, "data", -1);
+    if (k <= 0) throw py::value_error("k must be positive");
+    const int64_t rb = row_bytes(t, k);
+    if (rb < 0)
+        throw py::value_error(std::string(t.name) + " needs k to be a multiple of " +
+                              std::to_string(t.block_size) + ", got " + std::to_string(k));
+    const int64_t nbytes = data.size();
+    if (nbytes % rb != 0)
+        throw py::value_error("data holds " + std::to_string(nbytes) + " bytes, not a whole number of " +
+                              t.name + " rows of " + std::to_string(rb) + " bytes");
+    const int64_t rows = nbytes / rb;
+    {
+        std::vector<float> probe(k);
+        std::vector<uint8_t> zero(rb, 0);
+        if (!dequantize_row(type, zero.data(), probe.data(), k))
+            throw py::value_error(std::string("dequantize from ") + t.name + " is not supported");
+    }
+    py::array_t<float> out({(py::ssize_t)rows, (py::ssize_t)k});
+    const uint8_t *dp = static_cast<const uint8_t *>(data.data());
+    float *op = out.mutable_data();
+    py::gil_scoped_release release;
+    global_pool().run(rows, [&](int64_t r, int) { dequantize_row(type, dp + r * rb, op + r * k, k); });
+    return out;
+}
+
+// ---- ops ---------------------------------------------------------------------------------------
+
+py::array_t<float> rms_norm_py(const py::object &x_obj, const py::object &w_obj, float eps,
+                               const py::object &out) {
+    auto x = checked<float>(x_obj, "x", 2);
+    auto w = checked<float>(w_obj, "weight", 1);
+    const int64_t m = x.shape(0), k = x.shape(1);
+    expect_shape(w, "weight", {k});
+    auto y = out_or_new(out, {m, k});
+    const float *xp = static_cast<const float *>(x.data()), *wp = static_cast<const float *>(w.data());
+    float *yp = y.mutable_data();
+    py::gil_scoped_release release;
+    rms_norm(xp, wp, eps, m, k, yp);
+    return y;
+}
+
+py::array_t<float> layer_norm_py(const py::object &x_obj, const py::object &w_obj,
+                                 const py::object &b_obj, float eps) {
+    auto x = checked<float>(x_obj, "x", 2);
+    const int64_t m = x.shape(0), k = x.shape(1);
+    const float *wp = nullptr, *bp = nullptr;
+    py::array w, b;
+    if (!w_obj.is_none()) {
+        w = checked<float>(w_obj, "weight", 1);
+        expect_shape(w, "weight", {k});
+        wp = static_cast<const float *>(w.data());
+    }
+    if (!b_obj.is_none()) {
+        b = checked<float>(b_obj, "bias", 1);
+        expect_shape(b, "bias", {k});
+        bp = static_cast<const float *>(b.data());
+    }
+    py::array_t<float> y({(py::ssize_t)m, (py::ssize_t)k});
+    const float *xp = static_cast<const float *>(x.data());
+    float *yp = y.mutable_data();
+    py::gil_scoped_release release;
+    layer_norm(xp, wp, bp, eps, m, k, yp);
+    return y;
+}
+
+void rope_py(const py::object &x_obj, const py::object &pos_obj, int64_t n_rot, float freq_base,
+             bool neox, const py::object &ff_obj, float freq_scale, float attn_factor) {
+    auto x = checked<float>(x_obj, "x", 3, true);
+    auto pos = checked<int32_t>(pos_obj, "positions", 1);
+    const int64_t m = x.shape(0), n_head = x.shape(1), hd = x.shape(2);
+    expect_shape(pos, "positions", {m});
+    if (n_rot <= 0 || n_rot > hd || n_rot % 2 != 0)
+        throw py::value_error("n_rot must be even and in [2, head_dim=" + std::to_string(hd) +
+                              "], got " + std::to_string(n_rot));
+    if (!(freq_base > 0.0f) || !std::isfinite(freq_base)) throw py::value_error("freq_base must be positive");
+    const float *ffp = nullptr;
+    py::array ff;
+    if (!ff_obj.is_none()) {
+        ff = checked<float>(ff_obj, "freq_factors", 1);
+        expect_shape(ff, "freq_factors", {n_rot / 2});
+        ffp = static_cast<const float *>(ff.data());
+    }
+    float *xp = static_cast<float *>(x.mutable_data());
+    const int32_t *pp = static_cast<const int32_t *>(pos.data());
+    py::gil_scoped_release release;
+    rope(xp, pp, m, n_head, hd, n_rot, freq_base, freq_scale, ffp, attn_factor, neox);
+}
+
+void softmax_py(const py::object &x_obj) {
+    auto x = checked<float>(x_obj, "x", 2, true);
+    float *xp = static_cast<float *>(x.mutable_data());
+    const int64_t m = x.shape(0), n = x.shape(1);
+    py::gil_scoped_release release;
+    softmax(xp, m, n);
+}
+
+py::array_t<float> swiglu_py(const py::object &x_obj) {
+    auto x = checked<float>(x_obj, "x", 2);
+    const int64_t m = x.shape(0), two_f = x.shape(1);
+    if (two_f % 2 != 0) throw py::value_error("swiglu input width must be even, got " + std::to_string(two_f));
+    const int64_t f = two_f / 2;
+    py::array_t<float> y({(py::ssize_t)m, (py::ssize_t)f});
+    const float *xp = static_cast<const float *>(x.data());
+    float *yp = y.mutable_data();
+    py::gil_scoped_release release;
+    silu_mul(xp, xp + f, m, f, two_f, yp);
+    return y;
+}
+
+py::array_t<float> silu_mul_py(const py::object &g_obj, const py::object &u_obj) {
+    auto g = checked<float>(g_obj, "gate", 2);
+    auto u = checked<float>(u_obj, "up", 2);
+    const int64_t m = g.shape(0), f = g.shape(1);
+    expect_shape(u, "up", {m, f});
+    py::array_t<float> y({(py::ssize_t)m, (py::ssize_t)f});
+    const float *gp = static_cast<const float *>(g.data()), *up = static_cast<const float *>(u.data());
+    float *yp = y.mutable_data();
+    py::gil_scoped_release release;
+    silu_mul(gp, up, m, f, f, yp);
+    return y;
+}
+
+py::array_t<float> gelu_py(const py::object &x_obj) {
+    auto x = checked<float>(x_obj, "x", -1);
+    std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+    py::array_t<float> y(shape);
+    const float *xp = static_cast<const float *>(x.data());
+    float *yp = y.mutable_data();
+    const int64_t n = x.size();
+    py::gil_scoped_release release;
+    gelu(xp, n, yp);
+    return y;
+}
+
+py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj,
+                                const py::object &v_obj, int64_t pos0, float scale, int64_t window) {
+    auto q = checked<float>(q_obj, "q", 3);
+    auto kc = checked<uint16_t>(k_obj, "k_cache", 3);
+    auto vc = checked<uint16_t>(v_obj, "v_cache", 3);
+    const int64_t m = q.shape(0), n_head = q.shape(1), hd = q.shape(2);
+    const int64_t n_kv_head = kc.shape(0), n_ctx = kc.shape(1);
+    expect_shape(kc, "k_cache", {n_kv_head, n_ctx, hd});
+    expect_shape(vc, "v_cache", {n_kv_head, n_ctx, hd});
+    if (n_kv_head <= 0 || n_head % n_kv_head != 0)
+        throw py::value_error("n_head=" + std::to_string(n_head) + " is not a multiple of n_kv_head=" +
+                              std::to_string(n_kv_head));
+    if (pos0 < 0 || pos0 + m > n_ctx)
+        throw py::value_error("positions [" + std::to_string(pos0) + ", " + std::to_string(pos0 + m) +
+                              ") do not fit the cache of " + std::to_string(n_ctx));
+    if (window < 0) throw py::value_error("window must be >= 0");
+    py::array_t<float> out({(py::ssize_t)m, (py::ssize_t)n_head, (py::ssize_t)hd});
+    if (m == 0) return out;
+    const float *qp = static_cast<const float *>(q.data());
+    const auto *kp = static_cast<const ggml_half *>(kc.data());
+    const auto *vp = static_cast<const ggml_half *>(vc.data());
+    float *op = out.mutable_data();
+    py::gil_scoped_release release;
+    attention(qp, kp, vp, m, n_head, n_kv_head, hd, n_ctx, pos0, scale, window, op);
+    return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_kernels, mod) {
+    mod.doc() = "phirt's SIMD quantized kernels (GGML block formats)";
+
+    py::class_<QMatrix>(mod, "QMatrix", "A weight matrix (n rows x k) in a GGML block format.")
+        .def(py::init<const py::buffer &, int, int64_t, int64_t>(), py::arg("data"), py::arg("type"),
+             py::arg("n"), py::arg("k"))
+        .def_property_readonly("n", &QMatrix::n)
+        .def_property_readonly("k", &QMatrix::k)
+        .def_property_readonly("type", &QMatrix::type)
+        .def_property_readonly("nbytes", &QMatrix::nbytes);
+
+    mod.def("matmul", &matmul_py, py::arg("w"), py::arg("x"), py::arg("out") = py::none(),
+            "y (m, n) = x (m, k) @ w.T with activations quantized on the fly");
+    mod.def("get_rows", &get_rows_py, py::arg("w"), py::arg("ids"), "dequantized rows of w");
+    mod.def("quantize", &quantize_py, py::arg("type"), py::arg("x"),
+            "quantize float32 rows (last axis) to a GGML type (reference quantizer)");
+    mod.def("dequantize", &dequantize_py, py::arg("type"), py::arg("data"), py::arg("k"),
+            "dequantize rows of k values to float32 (rows, k)");
+    mod.def("row_bytes", [](int type, int64_t k) {
+        const TypeTraits &t = traits_or_throw(type);
+        const int64_t rb = row_bytes(t, k);
+        if (rb < 0) throw py::value_error(std::string(t.name) + " needs k to be a multiple of " + std::to_string(t.block_size));
+        return rb;
+    }, py::arg("type"), py::arg("k"));
+    mod.def("rms_norm", &rms_norm_py, py::arg("x"), py::arg("weight"), py::arg("eps"),
+            py::arg("out") = py::none());
+    mod.def("layer_norm", &layer_norm_py, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"));
+    mod.def("rope", &rope_py, py::arg("x"), py::arg("positions"), py::arg("n_rot"),
+            py::arg("freq_base"), py::arg("neox"), py::arg("freq_factors") = py::none(),
+            py::arg("freq_scale") = 1.0f, py::arg("attn_factor") = 1.0f);
+    mod.def("softmax", &softmax_py, py::arg("x"));
+    mod.def("swiglu", &swiglu_py, py::arg("x"));
+    mod.def("silu_mul", &silu_mul_py, py::arg("gate"), py::arg("up"));
+    mod.def("gelu", &gelu_py, py::arg("x"));
+    mod.def("attention", &attention_py, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
+            py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
+
+    mod.def("set_num_threads", &set_num_threads, py::arg("n"));
+    mod.def("get_num_threads", &get_num_threads);
+    mod.def("physical_cores", &physical_cores);
+    mod.def("isa", [] { return std::string(active_kernels().isa); });
+    mod.def("available_isas", &available_isas);
+    mod.def("set_isa", [](const std::string &name) {
+        try {
+            set_isa(name);
+        } catch (const std::invalid_argument &e) {
+            throw py::value_error(e.what());
+        }
+    }, py::arg("name"));
+    mod.def("cpu_features", [] {
+        const CpuFeatures &f = cpu_features();
+        py::dict d;
+        d["avx2"] = f.avx2; d["fma"] = f.fma; d["f16c"] = f.f16c; d["avx512f"] = f.avx512f;
+        d["avx512bw"] = f.avx512bw; d["avx512vl"] = f.avx512vl; d["avx512dq"] = f.avx512dq;
+        d["avx512vnni"] = f.avx512vnni; d["avxvnni"] = f.avxvnni; d["neon"] = f.neon;
+        d["dotprod"] = f.dotprod;
+        return d;
+    });
+
+    // A bad PHIRT_ISA is reported at import, not at the first kernel call.
+    try {
+        (void)active_kernels();
+    } catch (const std::invalid_argument &e) {
+        throw py::value_error(std::string("PHIRT_ISA: ") + e.what());
+    }
+}

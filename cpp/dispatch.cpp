@@ -1,0 +1,119 @@
+// CPU feature detection (CPUID/XGETBV on x86-64, HWCAP on aarch64) and the active kernel table.
+#include "dispatch.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
+namespace phirt {
+
+#if !defined(PHIRT_HAVE_X86_SIMD)
+const DotKernels *dot_kernels_avx2() { return nullptr; }
+const DotKernels *dot_kernels_avx512() { return nullptr; }
+#endif
+#if !defined(PHIRT_HAVE_NEON)
+const DotKernels *dot_kernels_neon() { return nullptr; }
+#endif
+
+namespace {
+
+CpuFeatures detect() {
+    CpuFeatures f;
+#if defined(__x86_64__) || defined(_M_X64)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    const bool osxsave = c & (1u << 27);
+    const bool avx = c & (1u << 28);
+    f.fma = c & (1u << 12);
+    f.f16c = c & (1u << 29);
+    unsigned xcr0_lo = 0, xcr0_hi = 0;
+    if (osxsave) __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    const bool os_ymm = (xcr0_lo & 0x6) == 0x6;
+    const bool os_zmm = (xcr0_lo & 0xE6) == 0xE6;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+    f.avx2 = avx && os_ymm && (b & (1u << 5));
+    f.avx512f = os_zmm && (b & (1u << 16));
+    f.avx512dq = os_zmm && (b & (1u << 17));
+    f.avx512bw = os_zmm && (b & (1u << 30));
+    f.avx512vl = os_zmm && (b & (1u << 31));
+    f.avx512vnni = os_zmm && (c & (1u << 11));
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avxvnni = os_ymm && (a & (1u << 4));
+    if (!f.avx2) f.fma = f.f16c = false;
+#elif defined(__aarch64__)
+    f.neon = true;  // mandatory on AArch64
+#if defined(__linux__)
+    f.dotprod = getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
+#endif
+#endif
+    return f;
+}
+
+struct Candidate {
+    const char *name;
+    const DotKernels *(*table)();
+    bool (*supported)(const CpuFeatures &);
+};
+
+const Candidate kCandidates[] = {
+    {"avx2", dot_kernels_avx2, [](const CpuFeatures &f) { return f.avx2 && f.fma && f.f16c; }},
+    {"avx512", dot_kernels_avx512,
+     [](const CpuFeatures &f) {
+         return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.f16c;
+     }},
+    {"neon", dot_kernels_neon, [](const CpuFeatures &f) { return f.neon && f.dotprod; }},
+};
+
+const DotKernels *lookup(const std::string &name) {
+    if (name == "scalar") return &dot_kernels_scalar();
+    for (const auto &c : kCandidates) {
+        if (name != c.name) continue;
+        const DotKernels *t = c.table();
+        if (t == nullptr) throw std::invalid_argument("ISA '" + name + "' is not compiled into this build");
+        if (!c.supported(cpu_features()))
+            throw std::invalid_argument("ISA '" + name + "' is not supported by this CPU");
+        return t;
+    }
+    throw std::invalid_argument("unknown ISA '" + name + "' (expected scalar, avx2, avx512 or neon)");
+}
+
+const DotKernels *initial_table() {
+    const char *env = std::getenv("PHIRT_ISA");
+    if (env != nullptr && env[0] != '\0') return lookup(env);
+    return lookup(available_isas().back());
+}
+
+std::atomic<const DotKernels *> g_active{nullptr};
+
+}  // namespace
+
+const CpuFeatures &cpu_features() {
+    static const CpuFeatures f = detect();
+    return f;
+}
+
+std::vector<std::string> available_isas() {
+    std::vector<std::string> out{"scalar"};
+    for (const auto &c : kCandidates)
+        if (c.table() != nullptr && c.supported(cpu_features())) out.push_back(c.name);
+    return out;
+}
+
+const DotKernels &active_kernels() {
+    const DotKernels *t = g_active.load(std::memory_order_acquire);
+    if (t == nullptr) {
+        t = initial_table();  // may throw for a bad PHIRT_ISA; surfaced at import
+        g_active.store(t, std::memory_order_release);
+    }
+    return *t;
+}
+
+void set_isa(const std::string &name) { g_active.store(lookup(name), std::memory_order_release); }
+
+}  // namespace phirt

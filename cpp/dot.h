@@ -1,0 +1,50 @@
+// The per-ISA kernel table: activation quantizers and dot products of one weight row with one
+// activation row. dot_ref.cpp is the scalar spec; x86/ and arm/ hold twins with the same semantics
+// (integer block sums are exact, so twins differ only in float summation order).
+#pragma once
+
+#include <cstdint>
+
+#include "formats.h"
+
+namespace phirt {
+
+// Dot product of n elements: weight row `w` (its own block format) with activation row `x`
+// (already converted to the weight type's activation format).
+using VecDotFn = float (*)(int64_t n, const void *w, const void *x);
+// Convert n floats to an activation format (n a multiple of its block size).
+using ConvertFn = void (*)(const float *x, void *y, int64_t n);
+// y[i] += a * x[i] for an f16 row (attention's V accumulation).
+using AxpyF16Fn = void (*)(int64_t n, float a, const ggml_half *x, float *y);
+
+struct DotKernels {
+    const char *isa;
+    ConvertFn to_q8_0;  // round ties to even, see quantize_row_q8_0_act
+    ConvertFn to_q8_1;
+    ConvertFn to_q8_K;
+    ConvertFn to_f16;
+    ConvertFn to_bf16;
+    VecDotFn q4_0_q8_0;
+    VecDotFn q4_1_q8_1;
+    VecDotFn q5_0_q8_0;
+    VecDotFn q5_1_q8_1;
+    VecDotFn q8_0_q8_0;
+    VecDotFn q4_K_q8_K;
+    VecDotFn q5_K_q8_K;
+    VecDotFn q6_K_q8_K;
+    VecDotFn f16_f16;
+    VecDotFn bf16_bf16;
+    VecDotFn f32_f32;
+    AxpyF16Fn axpy_f16;
+};
+
+// The scalar reference table (always available).
+const DotKernels &dot_kernels_scalar();
+
+// ISA tables; each returns nullptr when that path was not compiled into this build.
+// They start from the scalar table and override what they implement.
+const DotKernels *dot_kernels_avx2();
+const DotKernels *dot_kernels_avx512();
+const DotKernels *dot_kernels_neon();
+
+}  // namespace phirt

@@ -1,0 +1,121 @@
+// GEMV (m = 1, decode) and GEMM (m > 1, prefill) over the thread pool.
+//
+// Decode is bandwidth-bound: rows of W are split into contiguous chunks so each thread streams its
+// own part once. Prefill is compute-bound: work is tiled as (block of W rows) × (block of X rows)
+// so a block of weights stays in cache while every activation row of the tile passes over it.
+#include "matmul.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "dispatch.h"
+#include "quants.h"
+#include "threadpool.h"
+
+namespace phirt {
+
+namespace {
+
+struct ActFormat {
+    ConvertFn convert;
+    VecDotFn dot;
+    int block_size;
+    int block_bytes;
+};
+
+bool act_format(const DotKernels &kern, int type, ActFormat *f) {
+    switch ((GgmlType)type) {
+        case GgmlType::Q4_0: *f = {kern.to_q8_0, kern.q4_0_q8_0, QK8_0, sizeof(block_q8_0)}; return true;
+        case GgmlType::Q5_0: *f = {kern.to_q8_0, kern.q5_0_q8_0, QK8_0, sizeof(block_q8_0)}; return true;
+        case GgmlType::Q8_0: *f = {kern.to_q8_0, kern.q8_0_q8_0, QK8_0, sizeof(block_q8_0)}; return true;
+        case GgmlType::Q4_1: *f = {kern.to_q8_1, kern.q4_1_q8_1, QK8_1, sizeof(block_q8_1)}; return true;
+        case GgmlType::Q5_1: *f = {kern.to_q8_1, kern.q5_1_q8_1, QK8_1, sizeof(block_q8_1)}; return true;
+        case GgmlType::Q4_K: *f = {kern.to_q8_K, kern.q4_K_q8_K, QK_K, sizeof(block_q8_K)}; return true;
+        case GgmlType::Q5_K: *f = {kern.to_q8_K, kern.q5_K_q8_K, QK_K, sizeof(block_q8_K)}; return true;
+        case GgmlType::Q6_K: *f = {kern.to_q8_K, kern.q6_K_q8_K, QK_K, sizeof(block_q8_K)}; return true;
+        case GgmlType::F16: *f = {kern.to_f16, kern.f16_f16, 1, 2}; return true;
+        case GgmlType::BF16: *f = {kern.to_bf16, kern.bf16_bf16, 1, 2}; return true;
+        case GgmlType::F32: *f = {nullptr, kern.f32_f32, 1, 4}; return true;
+        default: return false;
+    }
+}
+
+// Per-calling-thread scratch for converted activations: grows, never shrinks.
+thread_local std::vector<uint8_t> t_act_scratch;
+
+// GEMM tile: kColsPerTile activation rows stay in L2 while kRowsPerTile weight rows pass over them,
+// one weight row (L1-resident) against every activation row of the tile.
+constexpr int64_t kRowsPerTile = 32;
+constexpr int64_t kColsPerTile = 32;
+
+}  // namespace
+
+bool matmul_supported(int type) {
+    ActFormat f;
+    return act_format(dot_kernels_scalar(), type, &f);
+}
+
+std::string validate_weight(int type, int64_t n, int64_t k, int64_t nbytes) {
+    const TypeTraits *t = type_traits(type);
+    if (t == nullptr) return "unsupported GGML type id " + std::to_string(type);
+    if (n <= 0 || k <= 0) return "matrix shape must be positive";
+    const int64_t rb = row_bytes(*t, k);
+    if (rb < 0)
+        return std::string(t->name) + " needs k to be a multiple of " + std::to_string(t->block_size) +
+               ", got k=" + std::to_string(k);
+    if (nbytes < rb * n)
+        return "buffer holds " + std::to_string(nbytes) + " bytes, " + t->name + " " +
+               std::to_string(n) + "x" + std::to_string(k) + " needs " + std::to_string(rb * n);
+    return {};
+}
+
+void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
+    const DotKernels &kern = active_kernels();
+    ActFormat f;
+    act_format(kern, w.type, &f);  // validated by the caller
+    ThreadPool &pool = global_pool();
+    const int n_threads = pool.size();
+
+    // 1. Activations into the dot format (F32 weights use x as it is).
+    const uint8_t *act = reinterpret_cast<const uint8_t *>(x);
+    int64_t act_row_bytes = w.k * (int64_t)sizeof(float);
+    if (f.convert != nullptr) {
+        act_row_bytes = w.k / f.block_size * f.block_bytes;
+        auto &scratch = t_act_scratch;
+        if ((int64_t)scratch.size() < act_row_bytes * m) scratch.resize(act_row_bytes * m);
+        uint8_t *dst = scratch.data();
+        const int64_t k = w.k;
+        pool.run(m, [&](int64_t row, int) { f.convert(x + row * k, dst + row * act_row_bytes, k); });
+        act = dst;
+    }
+
+    // 2. Dot products.
+    const int64_t n = w.n;
+    if (m == 1) {
+        // Contiguous chunks, a few per thread so a slow thread does not hold up the rest.
+        const int64_t n_chunks = std::min<int64_t>(n, (int64_t)n_threads * 4);
+        const int64_t chunk = (n + n_chunks - 1) / n_chunks;
+        pool.run(n_chunks, [&](int64_t c, int) {
+            const int64_t r0 = c * chunk, r1 = std::min(n, r0 + chunk);
+            for (int64_t r = r0; r < r1; ++r) y[r] = f.dot(w.k, w.data + r * w.row_bytes, act);
+        });
+        return;
+    }
+    const int64_t row_tiles = (n + kRowsPerTile - 1) / kRowsPerTile;
+    const int64_t col_tiles = (m + kColsPerTile - 1) / kColsPerTile;
+    pool.run(row_tiles * col_tiles, [&](int64_t t, int) {
+        const int64_t r0 = (t % row_tiles) * kRowsPerTile, r1 = std::min(n, r0 + kRowsPerTile);
+        const int64_t c0 = (t / row_tiles) * kColsPerTile, c1 = std::min(m, c0 + kColsPerTile);
+        for (int64_t r = r0; r < r1; ++r) {
+            const uint8_t *wr = w.data + r * w.row_bytes;
+            for (int64_t c = c0; c < c1; ++c) y[c * n + r] = f.dot(w.k, wr, act + c * act_row_bytes);
+        }
+    });
+}
+
+void get_rows(const WeightView &w, const int32_t *ids, int64_t t, float *out) {
+    for (int64_t i = 0; i < t; ++i)
+        dequantize_row(w.type, w.data + (int64_t)ids[i] * w.row_bytes, out + i * w.k, w.k);
+}
+
+}  // namespace phirt

@@ -1,0 +1,169 @@
+#include "ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "dispatch.h"
+#include "threadpool.h"
+
+namespace phirt {
+
+void rms_norm(const float *x, const float *w, float eps, int64_t m, int64_t k, float *y) {
+    for (int64_t r = 0; r < m; ++r) {
+        const float *xr = x + r * k;
+        float *yr = y + r * k;
+        double sum = 0.0;
+        for (int64_t i = 0; i < k; ++i) sum += (double)(xr[i] * xr[i]);
+        const float mean = (float)(sum / k);
+        const float scale = 1.0f / std::sqrt(mean + eps);
+        for (int64_t i = 0; i < k; ++i) yr[i] = (xr[i] * scale) * w[i];
+    }
+}
+
+void layer_norm(const float *x, const float *w, const float *b, float eps, int64_t m, int64_t k,
+                float *y) {
+    for (int64_t r = 0; r < m; ++r) {
+        const float *xr = x + r * k;
+        float *yr = y + r * k;
+        double sum = 0.0;
+        for (int64_t i = 0; i < k; ++i) sum += (double)xr[i];
+        const float mean = (float)(sum / k);
+        double sum2 = 0.0;
+        for (int64_t i = 0; i < k; ++i) {
+            const float v = xr[i] - mean;
+            yr[i] = v;
+            sum2 += (double)(v * v);
+        }
+        const float variance = (float)(sum2 / k);
+        const float scale = 1.0f / std::sqrt(variance + eps);
+        for (int64_t i = 0; i < k; ++i) {
+            float v = yr[i] * scale;
+            if (w != nullptr) v = v * w[i];
+            if (b != nullptr) v = v + b[i];
+            yr[i] = v;
+        }
+    }
+}
+
+void rope(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_dim, int64_t n_rot,
+          float freq_base, float freq_scale, const float *freq_factors, float attn_factor, bool neox) {
+    // Angles advance by repeated multiplication, exactly as ggml_rope_cache_init does.
+    const float theta_scale = std::pow(freq_base, -2.0f / (float)n_rot);
+    std::vector<float> cos_sin(n_rot);
+    for (int64_t r = 0; r < m; ++r) {
+        float theta = (float)pos[r];
+        for (int64_t i0 = 0; i0 < n_rot; i0 += 2) {
+            const float ff = freq_factors ? freq_factors[i0 / 2] : 1.0f;
+            const float t = freq_scale * (theta / ff);
+            cos_sin[i0] = std::cos(t) * attn_factor;
+            cos_sin[i0 + 1] = std::sin(t) * attn_factor;
+            theta *= theta_scale;
+        }
+        for (int64_t h = 0; h < n_head; ++h) {
+            float *v = x + (r * n_head + h) * head_dim;
+            for (int64_t i0 = 0; i0 < n_rot; i0 += 2) {
+                const float c = cos_sin[i0], s = cos_sin[i0 + 1];
+                const int64_t a = neox ? i0 / 2 : i0;
+                const int64_t b = neox ? i0 / 2 + n_rot / 2 : i0 + 1;
+                const float x0 = v[a], x1 = v[b];
+                v[a] = x0 * c - x1 * s;
+                v[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+void softmax(float *x, int64_t m, int64_t n) {
+    for (int64_t r = 0; r < m; ++r) {
+        float *row = x + r * n;
+        float max = -INFINITY;
+        for (int64_t i = 0; i < n; ++i) max = std::max(max, row[i]);
+        double sum = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+            const float e = std::exp(row[i] - max);
+            row[i] = e;
+            sum += (double)e;
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int64_t i = 0; i < n; ++i) row[i] *= inv;
+    }
+}
+
+void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t in_stride, float *y) {
+    for (int64_t r = 0; r < m; ++r) {
+        const float *g = gate + r * in_stride;
+        const float *u = up + r * in_stride;
+        float *yr = y + r * f;
+        for (int64_t i = 0; i < f; ++i) yr[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
+    }
+}
+
+namespace {
+const std::vector<ggml_half> &gelu_table() {
+    static const std::vector<ggml_half> table = [] {
+        std::vector<ggml_half> t(1 << 16);
+        constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+        constexpr float kCoef = 0.044715f;
+        for (uint32_t i = 0; i < t.size(); ++i) {
+            const float v = fp16_to_fp32((ggml_half)i);
+            t[i] = fp32_to_fp16(0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * v * (1.0f + kCoef * v * v))));
+        }
+        return t;
+    }();
+    return table;
+}
+}  // namespace
+
+void gelu(const float *x, int64_t n, float *y) {
+    const auto &table = gelu_table();
+    for (int64_t i = 0; i < n; ++i) {
+        if (x[i] <= -10.0f)
+            y[i] = 0.0f;
+        else if (x[i] >= 10.0f)
+            y[i] = x[i];
+        else
+            y[i] = fp16_to_fp32(table[fp32_to_fp16(x[i])]);
+    }
+}
+
+void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cache, int64_t m,
+               int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
+               float scale, int64_t window, float *out) {
+    const DotKernels &kern = active_kernels();
+    const int64_t group = n_head / n_kv_head;
+    global_pool().run(m * n_head, [&](int64_t task, int) {
+        thread_local std::vector<float> scores;
+        thread_local std::vector<ggml_half> q16;
+        const int64_t i = task / n_head, h = task % n_head, kvh = h / group;
+        const int64_t p = pos0 + i;
+        const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+        const int64_t n_keys = p - lo + 1;
+        if ((int64_t)scores.size() < n_keys) scores.resize(n_keys);
+        if ((int64_t)q16.size() < hd) q16.resize(hd);
+        kern.to_f16(q + task * hd, q16.data(), hd);
+        const ggml_half *kh = k_cache + kvh * n_ctx * hd;
+        const ggml_half *vh = v_cache + kvh * n_ctx * hd;
+        float max = -INFINITY;
+        for (int64_t j = 0; j < n_keys; ++j) {
+            const float s = kern.f16_f16(hd, kh + (lo + j) * hd, q16.data()) * scale;
+            scores[j] = s;
+            max = std::max(max, s);
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j < n_keys; ++j) {
+            const float e = std::exp(scores[j] - max);
+            scores[j] = e;
+            sum += (double)e;
+        }
+        const float inv = (float)(1.0 / sum);
+        float *o = out + task * hd;
+        std::fill(o, o + hd, 0.0f);
+        for (int64_t j = 0; j < n_keys; ++j) {
+            const float pj = fp16_to_fp32(fp32_to_fp16(scores[j] * inv));
+            kern.axpy_f16(hd, pj, vh + (lo + j) * hd, o);
+        }
+    });
+}
+
+}  // namespace phirt

@@ -1,0 +1,41 @@
+// The non-matmul ops of the forward pass, with ggml's numerics (so logits match llama.cpp).
+// All arrays are row-major float32 unless noted; callers validate shapes.
+#pragma once
+
+#include <cstdint>
+
+#include "formats.h"
+
+namespace phirt {
+
+// y = x / sqrt(mean(x²) + eps) * w, per row of k.
+void rms_norm(const float *x, const float *w, float eps, int64_t m, int64_t k, float *y);
+
+// y = (x - mean) / sqrt(var + eps) * w + b, per row; w/b may be null (identity).
+void layer_norm(const float *x, const float *w, const float *b, float eps, int64_t m, int64_t k,
+                float *y);
+
+// Rotary embedding in place on x (m, n_head, head_dim): the first n_rot dims of each head rotate
+// by angle pos·base^(-2i/n_rot)·freq_scale/freq_factors[i]; cos/sin scaled by attn_factor.
+// neox pairs (i, i + n_rot/2) (Phi, NeoX); otherwise adjacent pairs (2i, 2i+1) (Llama).
+void rope(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_dim, int64_t n_rot,
+          float freq_base, float freq_scale, const float *freq_factors, float attn_factor, bool neox);
+
+// Row softmax in place.
+void softmax(float *x, int64_t m, int64_t n);
+
+// y (m, f) = silu(gate) * up, with gate/up rows of stride `in_stride` floats.
+void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t in_stride, float *y);
+
+// GELU (tanh form) through ggml's f16 table: y = f16(gelu(f16(x))) for |x| < 10.
+void gelu(const float *x, int64_t n, float *y);
+
+// Causal attention over an f16 KV cache.
+//   q (m, n_head, hd) f32; k_cache, v_cache (n_kv_head, n_ctx, hd) f16; out (m, n_head, hd).
+//   Query i is at position pos0 + i and sees keys [max(0, p - window + 1), p] (window 0: all).
+//   Scores are (f16(q) · k) * scale; softmax weights are rounded to f16 before · v, as ggml does.
+void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cache, int64_t m,
+               int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
+               float scale, int64_t window, float *out);
+
+}  // namespace phirt

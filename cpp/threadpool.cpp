@@ -1,0 +1,125 @@
+#include "threadpool.h"
+
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define PHIRT_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define PHIRT_CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define PHIRT_CPU_RELAX() ((void)0)
+#endif
+
+namespace phirt {
+
+namespace {
+constexpr int kSpinIterations = 200000;  // ~ a few hundred µs before a worker sleeps
+}
+
+ThreadPool::ThreadPool(int n_threads) {
+    for (int i = 1; i < n_threads; ++i) workers_.emplace_back(&ThreadPool::worker_loop, this, i);
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_.store(true);
+        generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    for (auto &t : workers_) t.join();
+}
+
+void ThreadPool::drain(int thread_index) {
+    for (;;) {
+        const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
+        if (task >= n_tasks_) break;
+        (*fn_)(task, thread_index);
+    }
+}
+
+void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)> &fn) {
+    if (n_tasks <= 0) return;
+    std::lock_guard<std::mutex> serial(run_mutex_);
+    if (workers_.empty() || n_tasks == 1) {
+        for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
+        return;
+    }
+    fn_ = &fn;
+    n_tasks_ = n_tasks;
+    next_task_.store(0, std::memory_order_relaxed);
+    busy_workers_.store((int)workers_.size(), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
+    if (sleeping_.load(std::memory_order_acquire) > 0) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        wake_.notify_all();
+    }
+    drain(0);
+    while (busy_workers_.load(std::memory_order_acquire) != 0) PHIRT_CPU_RELAX();
+    fn_ = nullptr;
+}
+
+void ThreadPool::worker_loop(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+        int spins = 0;
+        uint64_t gen;
+        while ((gen = generation_.load(std::memory_order_acquire)) == seen) {
+            if (++spins < kSpinIterations) {
+                PHIRT_CPU_RELAX();
+                continue;
+            }
+            std::unique_lock<std::mutex> lock(mutex_);
+            sleeping_.fetch_add(1, std::memory_order_acq_rel);
+            wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+            sleeping_.fetch_sub(1, std::memory_order_acq_rel);
+            spins = 0;
+        }
+        seen = gen;
+        if (stop_.load()) return;
+        drain(index);
+        busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+}
+
+int physical_cores() {
+    // Distinct (package, core) pairs from sysfs; hyperthread siblings share a core id.
+    std::set<std::pair<std::string, std::string>> cores;
+    const int logical = (int)std::thread::hardware_concurrency();
+    for (int cpu = 0; cpu < logical; ++cpu) {
+        const std::string base = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+        std::ifstream pkg(base + "physical_package_id"), core(base + "core_id");
+        std::string p, c;
+        if (!(pkg >> p) || !(core >> c)) return logical > 0 ? logical : 1;
+        cores.emplace(p, c);
+    }
+    return cores.empty() ? (logical > 0 ? logical : 1) : (int)cores.size();
+}
+
+namespace {
+std::unique_ptr<ThreadPool> g_pool;
+std::mutex g_pool_mutex;
+}  // namespace
+
+ThreadPool &global_pool() {
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    if (!g_pool) g_pool = std::make_unique<ThreadPool>(physical_cores());
+    return *g_pool;
+}
+
+void set_num_threads(int n) {
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    if (n < 1) n = 1;
+    if (g_pool && g_pool->size() == n) return;
+    g_pool.reset();
+    g_pool = std::make_unique<ThreadPool>(n);
+}
+
+int get_num_threads() { return global_pool().size(); }
+
+}  // namespace phirt

@@ -1,0 +1,55 @@
+// A persistent worker pool: threads are created once; each run() hands out task indices from an
+// atomic counter. Workers spin briefly before sleeping, because the engine issues hundreds of
+// short kernels per token and a futex wake per kernel would cost more than the kernel.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace phirt {
+
+class ThreadPool {
+   public:
+    explicit ThreadPool(int n_threads);
+    ~ThreadPool();
+    ThreadPool(const ThreadPool &) = delete;
+    ThreadPool &operator=(const ThreadPool &) = delete;
+
+    // Total threads including the caller.
+    int size() const { return (int)workers_.size() + 1; }
+
+    // Calls fn(task, thread_index) for task in [0, n_tasks); the caller takes part and returns
+    // when every task is done. Not re-entrant.
+    void run(int64_t n_tasks, const std::function<void(int64_t, int)> &fn);
+
+   private:
+    void worker_loop(int index);
+    void drain(int thread_index);
+
+    std::vector<std::thread> workers_;
+    std::mutex run_mutex_;  // serialises callers from different Python threads
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<int64_t> next_task_{0};
+    std::atomic<int> busy_workers_{0};
+    std::atomic<int> sleeping_{0};
+    std::atomic<bool> stop_{false};
+    int64_t n_tasks_ = 0;
+    const std::function<void(int64_t, int)> *fn_ = nullptr;
+};
+
+// Physical cores of this machine (falls back to logical CPUs).
+int physical_cores();
+
+// The process-wide pool used by all kernels; resized by set_num_threads.
+ThreadPool &global_pool();
+void set_num_threads(int n);
+int get_num_threads();
+
+}  // namespace phirt
