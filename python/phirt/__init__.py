@@ -6,4 +6,20 @@ from phirt.errors import ContextFullError, FormatError, PhirtError, UnsupportedE
 
 __version__ = "0.1.0"
 
-__all__ = ["ContextFullError", "FormatError", "PhirtError", "UnsupportedError", "__version__"]
+__all__ = [
+    "ContextFullError",
+    "FormatError",
+    "Model",
+    "PhirtError",
+    "UnsupportedError",
+    "__version__",
+    "load",
+]
+
+
+def __getattr__(name: str):  # lazy: `import phirt` must not need the compiled extension
+    if name in ("load", "Model"):
+        from phirt import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'phirt' has no attribute {name!r}")

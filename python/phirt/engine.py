@@ -1,0 +1,106 @@
+"""The native engine: a GGUF file run on phirt's own kernels, with a reusable KV cache.
+
+Two phases, as in every fast runtime: prefill evaluates the prompt in batches (GEMM-shaped), decode
+evaluates one token at a time (GEMV-shaped). The cache remembers which tokens it holds, so a new
+prompt that shares a prefix with the last one (the next chat turn) evaluates only what is new.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from phirt import _kernels as K
+from phirt.errors import ContextFullError, FormatError
+from phirt.formats.gguf import GGUFFile
+from phirt.models.common import KVCache
+from phirt.models.registry import find_architecture
+from phirt.tokenizer import Tokenizer
+
+DEFAULT_MAX_CTX = 4096
+PREFILL_BATCH = 512
+
+
+class NativeEngine:
+    """Runs one GGUF model; `eval` appends tokens to the cache and returns logits."""
+
+    name = "native"
+
+    def __init__(
+        self, path: str | os.PathLike[str], n_ctx: int | None = None, n_threads: int | None = None
+    ) -> None:
+        self.path = os.fspath(path)
+        if n_threads is not None:
+            if n_threads < 1:
+                raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+            K.set_num_threads(n_threads)
+        self.gguf = GGUFFile(self.path)
+        meta = self.gguf.metadata
+        arch = find_architecture(self.gguf.arch or "<missing general.architecture>", self.path)
+        self.tokenizer = Tokenizer.from_metadata(meta, path=self.path)
+        embd = self.gguf.tensors.get("token_embd.weight")
+        if embd is None:
+            raise FormatError("required tensor 'token_embd.weight' is missing", self.path)
+        self.n_vocab = int(embd.shape[0])
+        self.config = arch.read_config(meta, self.path, self.n_vocab)
+        if self.tokenizer.vocab_size > self.n_vocab:
+            raise FormatError(
+                f"tokenizer has {self.tokenizer.vocab_size} tokens but token_embd has "
+                f"{self.n_vocab} rows",
+                self.path,
+            )
+        if n_ctx is None:
+            n_ctx = min(self.config.n_ctx_train, DEFAULT_MAX_CTX)
+        if n_ctx < 1:
+            raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
+        self.n_ctx = n_ctx
+        self.model = arch.model_class(self.gguf, self.config, n_ctx)
+        self.cache = KVCache(self.config, n_ctx)
+        self.tokens: list[int] = []  # what the cache holds, in order
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.gguf.metadata
+
+    def reset(self) -> None:
+        self.tokens = []
+
+    def reuse_prefix(self, tokens: Sequence[int]) -> int:
+        """Keep the cached prefix shared with `tokens` (minus at least one token, whose logits we
+        need); returns how many of `tokens` are already in the cache."""
+        n = 0
+        limit = min(len(self.tokens), len(tokens) - 1)
+        while n < limit and self.tokens[n] == tokens[n]:
+            n += 1
+        del self.tokens[n:]
+        return n
+
+    def eval(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Append tokens to the cache; logits of the last token (n_vocab,) or of all (m, n_vocab)."""
+        if len(tokens) == 0:
+            raise ValueError("eval needs at least one token")
+        if len(self.tokens) + len(tokens) > self.n_ctx:
+            raise ContextFullError(
+                f"context window of {self.n_ctx} tokens is full ({len(self.tokens)} in use, "
+                f"{len(tokens)} more requested); start over or use a larger context (--ctx)",
+                self.path,
+            )
+        ids = np.asarray(tokens, dtype=np.int64)
+        if ids.min() < 0 or ids.max() >= self.n_vocab:
+            bad = int(ids[(ids < 0) | (ids >= self.n_vocab)][0])
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.n_vocab})")
+        outs = []
+        for start in range(0, len(ids), PREFILL_BATCH):
+            batch = ids[start : start + PREFILL_BATCH].astype(np.int32)
+            pos0 = len(self.tokens)
+            positions = np.arange(pos0, pos0 + len(batch), dtype=np.int32)
+            hidden = self.model.forward(batch, positions, self.cache)
+            self.tokens.extend(int(t) for t in batch)
+            if all_logits:
+                outs.append(self.model.logits(hidden))
+            elif start + PREFILL_BATCH >= len(ids):
+                outs.append(self.model.logits(np.ascontiguousarray(hidden[-1:]))[0])
+        return np.concatenate(outs, axis=0) if all_logits else outs[-1]

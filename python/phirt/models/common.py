@@ -1,0 +1,226 @@
+"""Pieces every decoder architecture shares: the config, the tensor table check, weights, KV cache.
+
+An architecture module (phi3.py, phi2.py, llama.py) is a config read from GGUF metadata, a table of
+tensors with their expected shapes, and a forward pass built from the kernels in phirt._kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from phirt import _kernels as K
+from phirt.errors import FormatError, UnsupportedError
+
+# GGML types the engine can multiply with (phirt._kernels.matmul).
+MATMUL_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
+                12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}  # fmt: skip
+
+
+@dataclass
+class DecoderConfig:
+    """Hyper-parameters of a decoder-only transformer, named as in GGUF metadata."""
+
+    arch: str
+    n_vocab: int
+    n_embd: int  # hidden size
+    n_ff: int  # feed-forward size
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_rot: int  # rotary dims per head (partial rotary when < head_dim)
+    n_ctx_train: int
+    norm_eps: float
+    rope_base: float = 10000.0
+    rope_freq_scale: float = 1.0
+    rope_attn_factor: float = 1.0
+    rope_neox: bool = True
+    rope_original_ctx: int = 0  # LongRoPE switch point (0: none)
+    sliding_window: int = 0  # 0: full attention
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_embd_kv(self) -> int:
+        return self.n_head_kv * self.head_dim
+
+
+def meta_get(meta: dict[str, Any], key: str, path: str, default: Any = None) -> Any:
+    """A metadata value; a missing required key (default None) is a FormatError naming it."""
+    if key in meta:
+        return meta[key]
+    if default is None:
+        raise FormatError(f"missing metadata key '{key}'", path)
+    return default
+
+
+def read_base_config(meta: dict[str, Any], path: str, arch: str, n_vocab: int) -> dict[str, Any]:
+    """The hyper-parameters every architecture stores under the `{arch}.` prefix."""
+
+    def get(key: str, default: Any = None) -> Any:
+        return meta_get(meta, f"{arch}.{key}", path, default)
+
+    n_embd = int(get("embedding_length"))
+    n_head = int(get("attention.head_count"))
+    if n_head <= 0 or n_embd % n_head != 0:
+        raise FormatError(
+            f"embedding_length {n_embd} is not divisible by head_count {n_head}", path
+        )
+    n_head_kv = int(get("attention.head_count_kv", n_head))
+    if n_head_kv <= 0 or n_head % n_head_kv != 0:
+        raise FormatError(
+            f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}", path
+        )
+    head_dim = int(get("attention.key_length", n_embd // n_head))
+    n_rot = int(get("rope.dimension_count", head_dim))
+    if n_rot <= 0 or n_rot > head_dim or n_rot % 2:
+        raise FormatError(f"rope.dimension_count {n_rot} does not fit head size {head_dim}", path)
+    scaling = str(get("rope.scaling.type", "none"))
+    freq_scale = 1.0
+    if scaling == "linear":
+        freq_scale = 1.0 / float(get("rope.scaling.factor", 1.0))
+    elif scaling not in ("none", "longrope", "su"):
+        raise UnsupportedError(f"rope scaling type '{scaling}' is not supported", path)
+    return dict(
+        arch=arch,
+        n_vocab=n_vocab,
+        n_embd=n_embd,
+        n_ff=int(get("feed_forward_length")),
+        n_layer=int(get("block_count")),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_rot=n_rot,
+        n_ctx_train=int(get("context_length")),
+        rope_base=float(get("rope.freq_base", 10000.0)),
+        rope_freq_scale=freq_scale,
+        rope_attn_factor=float(get("rope.scaling.attn_factor", 1.0)),
+        rope_original_ctx=int(get("rope.scaling.original_context_length", 0)),
+    )
+
+
+@dataclass
+class TensorSpec:
+    """One entry of an architecture's tensor table: GGUF name (with {i} for the layer) and shape.
+
+    Shapes are numpy order (rows, cols), i.e. (out_features, in_features) for weights.
+    """
+
+    name: str
+    shape: Callable[[DecoderConfig], tuple[int, ...]]
+    required: bool = True
+    per_layer: bool = True
+
+
+def load_weights(gguf: Any, specs: list[TensorSpec], cfg: DecoderConfig) -> dict[str, Any]:
+    """Check every tensor against the table and wrap it for the kernels.
+
+    2-D tensors become QMatrix views on the memory map (no copy); 1-D ones (norms, biases, rope
+    factors) become small float32 arrays. Returns {formatted name: weight}.
+    """
+    out: dict[str, Any] = {}
+    layers = range(cfg.n_layer)
+    for spec in specs:
+        names = [spec.name.format(i=i) for i in layers] if spec.per_layer else [spec.name]
+        for name in names:
+            t = gguf.tensors.get(name)
+            if t is None:
+                if spec.required:
+                    raise FormatError(f"required tensor '{name}' is missing", gguf.path)
+                continue
+            want = tuple(int(d) for d in spec.shape(cfg))
+            if tuple(t.shape) != want:
+                raise FormatError(
+                    f"tensor '{name}' has shape {tuple(t.shape)}, expected {want}", gguf.path
+                )
+            out[name] = _wrap(gguf, t)
+    return out
+
+
+def _wrap(gguf: Any, t: Any) -> Any:
+    if len(t.shape) == 1:
+        return np.ascontiguousarray(t.to_float32(), dtype=np.float32)
+    if t.ggml_type not in MATMUL_TYPES:
+        raise UnsupportedError(
+            f"tensor '{t.name}' uses quant type {t.type_name}, which phirt does not support",
+            gguf.path,
+        )
+    n, k = t.shape
+    return K.QMatrix(t.data, t.ggml_type, n, k)
+
+
+class KVCache:
+    """f16 keys and values for every layer: k[layer] is (n_head_kv, n_ctx, head_dim)."""
+
+    def __init__(self, cfg: DecoderConfig, n_ctx: int) -> None:
+        shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim)
+        # np.zeros maps fresh pages lazily: memory is committed as the context fills.
+        self.k = np.zeros(shape, dtype=np.float16)
+        self.v = np.zeros(shape, dtype=np.float16)
+        self.n_ctx = n_ctx
+
+    def store(self, layer: int, pos0: int, k: np.ndarray, v: np.ndarray) -> None:
+        """Write k, v (m, n_head_kv, head_dim) float32 at positions [pos0, pos0 + m)."""
+        m = k.shape[0]
+        self.k[layer, :, pos0 : pos0 + m, :] = k.transpose(1, 0, 2)
+        self.v[layer, :, pos0 : pos0 + m, :] = v.transpose(1, 0, 2)
+
+
+def linear(x: np.ndarray, w: Any, bias: np.ndarray | None = None) -> np.ndarray:
+    """x @ w.T (+ bias)."""
+    y = K.matmul(w, x)
+    if bias is not None:
+        y += bias
+    return y
+
+
+def split_qkv(qkv: np.ndarray, cfg: DecoderConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fused QKV rows (m, n_embd + 2 n_embd_kv) into q (m, n_head, hd), k and v (m, n_head_kv, hd)."""
+    m = qkv.shape[0]
+    nq = cfg.n_head * cfg.head_dim
+    nk = cfg.n_embd_kv
+    q = np.ascontiguousarray(qkv[:, :nq]).reshape(m, cfg.n_head, cfg.head_dim)
+    k = np.ascontiguousarray(qkv[:, nq : nq + nk]).reshape(m, cfg.n_head_kv, cfg.head_dim)
+    v = np.ascontiguousarray(qkv[:, nq + nk :]).reshape(m, cfg.n_head_kv, cfg.head_dim)
+    return q, k, v
+
+
+def self_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    positions: np.ndarray,
+    cache: KVCache,
+    layer: int,
+    cfg: DecoderConfig,
+    *,
+    q_prescale: bool,
+    freq_factors: np.ndarray | None = None,
+) -> np.ndarray:
+    """RoPE, cache update and causal attention; returns (m, n_head * head_dim).
+
+    q_prescale: scale q by 1/sqrt(head_dim) before attention (Phi does this to keep f16 scores in
+    range) instead of scaling the scores.
+    """
+    rope_args = dict(
+        n_rot=cfg.n_rot,
+        freq_base=cfg.rope_base,
+        neox=cfg.rope_neox,
+        freq_factors=freq_factors,
+        freq_scale=cfg.rope_freq_scale,
+        attn_factor=cfg.rope_attn_factor,
+    )
+    K.rope(q, positions, **rope_args)
+    K.rope(k, positions, **rope_args)
+    pos0 = int(positions[0])
+    cache.store(layer, pos0, k, v)
+    scale = 1.0 / math.sqrt(cfg.head_dim)
+    if q_prescale:
+        q *= np.float32(scale)
+        scale = 1.0
+    out = K.attention(q, cache.k[layer], cache.v[layer], pos0, scale, window=cfg.sliding_window)
+    return out.reshape(q.shape[0], cfg.n_head * cfg.head_dim)

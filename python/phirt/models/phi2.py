@@ -1,0 +1,102 @@
+"""Phi-2 / Phi-1.5 (GGUF architecture `phi2`).
+
+Parallel attention and MLP from one LayerNorm (with bias), GELU MLP, partial NeoX rotary, biases on
+every projection, output bias. QKV may be fused (`attn_qkv`) or separate (`attn_q/k/v`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from phirt import _kernels as K
+from phirt.errors import FormatError
+from phirt.models.common import (
+    DecoderConfig,
+    KVCache,
+    TensorSpec,
+    linear,
+    load_weights,
+    read_base_config,
+    self_attention,
+    split_qkv,
+)
+
+
+def read_config(meta: dict[str, Any], path: str, n_vocab: int) -> DecoderConfig:
+    base = read_base_config(meta, path, "phi2", n_vocab)
+    return DecoderConfig(
+        **base, norm_eps=float(meta.get("phi2.attention.layer_norm_epsilon", 1e-5)), rope_neox=True
+    )
+
+
+def _qkv_rows(c: DecoderConfig) -> int:
+    return c.n_embd + 2 * c.n_embd_kv
+
+
+TENSORS = [
+    TensorSpec("token_embd.weight", lambda c: (c.n_vocab, c.n_embd), per_layer=False),
+    TensorSpec("output_norm.weight", lambda c: (c.n_embd,), per_layer=False),
+    TensorSpec("output_norm.bias", lambda c: (c.n_embd,), per_layer=False),
+    TensorSpec("output.weight", lambda c: (c.n_vocab, c.n_embd), per_layer=False),
+    TensorSpec("output.bias", lambda c: (c.n_vocab,), per_layer=False),
+    TensorSpec("blk.{i}.attn_norm.weight", lambda c: (c.n_embd,)),
+    TensorSpec("blk.{i}.attn_norm.bias", lambda c: (c.n_embd,)),
+    TensorSpec("blk.{i}.attn_qkv.weight", lambda c: (_qkv_rows(c), c.n_embd), required=False),
+    TensorSpec("blk.{i}.attn_qkv.bias", lambda c: (_qkv_rows(c),), required=False),
+    TensorSpec("blk.{i}.attn_q.weight", lambda c: (c.n_embd, c.n_embd), required=False),
+    TensorSpec("blk.{i}.attn_q.bias", lambda c: (c.n_embd,), required=False),
+    TensorSpec("blk.{i}.attn_k.weight", lambda c: (c.n_embd_kv, c.n_embd), required=False),
+    TensorSpec("blk.{i}.attn_k.bias", lambda c: (c.n_embd_kv,), required=False),
+    TensorSpec("blk.{i}.attn_v.weight", lambda c: (c.n_embd_kv, c.n_embd), required=False),
+    TensorSpec("blk.{i}.attn_v.bias", lambda c: (c.n_embd_kv,), required=False),
+    TensorSpec("blk.{i}.attn_output.weight", lambda c: (c.n_embd, c.n_embd)),
+    TensorSpec("blk.{i}.attn_output.bias", lambda c: (c.n_embd,)),
+    TensorSpec("blk.{i}.ffn_up.weight", lambda c: (c.n_ff, c.n_embd)),
+    TensorSpec("blk.{i}.ffn_up.bias", lambda c: (c.n_ff,)),
+    TensorSpec("blk.{i}.ffn_down.weight", lambda c: (c.n_embd, c.n_ff)),
+    TensorSpec("blk.{i}.ffn_down.bias", lambda c: (c.n_embd,)),
+]
+
+
+class Phi2:
+    def __init__(self, gguf: Any, cfg: DecoderConfig, n_ctx: int) -> None:
+        self.cfg = cfg
+        self.w = load_weights(gguf, TENSORS, cfg)
+        for i in range(cfg.n_layer):
+            fused = f"blk.{i}.attn_qkv.weight" in self.w
+            separate = all(f"blk.{i}.attn_{x}.weight" in self.w for x in "qkv")
+            if not (fused or separate):
+                raise FormatError(f"layer {i} has neither attn_qkv nor attn_q/k/v", gguf.path)
+
+    def _qkv(self, h: np.ndarray, p: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w, cfg = self.w, self.cfg
+        if p + "attn_qkv.weight" in w:
+            return split_qkv(linear(h, w[p + "attn_qkv.weight"], w.get(p + "attn_qkv.bias")), cfg)
+        m = h.shape[0]
+        q = linear(h, w[p + "attn_q.weight"], w.get(p + "attn_q.bias"))
+        k = linear(h, w[p + "attn_k.weight"], w.get(p + "attn_k.bias"))
+        v = linear(h, w[p + "attn_v.weight"], w.get(p + "attn_v.bias"))
+        return (
+            q.reshape(m, cfg.n_head, cfg.head_dim),
+            k.reshape(m, cfg.n_head_kv, cfg.head_dim),
+            v.reshape(m, cfg.n_head_kv, cfg.head_dim),
+        )
+
+    def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
+        cfg, w = self.cfg, self.w
+        x = K.get_rows(w["token_embd.weight"], tokens)
+        for i in range(cfg.n_layer):
+            p = f"blk.{i}."
+            h = K.layer_norm(x, w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], cfg.norm_eps)
+            q, k, v = self._qkv(h, p)
+            a = self_attention(q, k, v, positions, cache, i, cfg, q_prescale=True)
+            a = linear(a, w[p + "attn_output.weight"], w[p + "attn_output.bias"])
+            f = K.gelu(linear(h, w[p + "ffn_up.weight"], w[p + "ffn_up.bias"]))
+            f = linear(f, w[p + "ffn_down.weight"], w[p + "ffn_down.bias"])
+            x = (a + f) + x
+        return K.layer_norm(x, w["output_norm.weight"], w["output_norm.bias"], cfg.norm_eps)
+
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
+        return linear(hidden, self.w["output.weight"], self.w["output.bias"])

@@ -1,0 +1,84 @@
+"""Phi-3 / Phi-3.5 / Phi-4-mini / Phi-4 (GGUF architecture `phi3`).
+
+Pre-norm decoder with RMSNorm, fused QKV and fused gate/up (SwiGLU), NeoX RoPE. Variants are
+metadata: GQA (head_count_kv), partial rotary (rope.dimension_count, Phi-4-mini), tied embeddings
+(no `output.weight`), sliding window (attention.sliding_window) and LongRoPE (rope_factors_long /
+rope_factors_short chosen by the context size against rope.scaling.original_context_length).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from phirt import _kernels as K
+from phirt.models.common import (
+    DecoderConfig,
+    KVCache,
+    TensorSpec,
+    linear,
+    load_weights,
+    read_base_config,
+    self_attention,
+    split_qkv,
+)
+
+
+def read_config(meta: dict[str, Any], path: str, n_vocab: int) -> DecoderConfig:
+    base = read_base_config(meta, path, "phi3", n_vocab)
+    cfg = DecoderConfig(
+        **base,
+        norm_eps=float(meta.get("phi3.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_neox=True,
+        sliding_window=int(meta.get("phi3.attention.sliding_window", 0) or 0),
+    )
+    return cfg
+
+
+TENSORS = [
+    TensorSpec("token_embd.weight", lambda c: (c.n_vocab, c.n_embd), per_layer=False),
+    TensorSpec("output_norm.weight", lambda c: (c.n_embd,), per_layer=False),
+    TensorSpec("output.weight", lambda c: (c.n_vocab, c.n_embd), required=False, per_layer=False),
+    TensorSpec("rope_factors_long.weight", lambda c: (c.n_rot // 2,), False, per_layer=False),
+    TensorSpec("rope_factors_short.weight", lambda c: (c.n_rot // 2,), False, per_layer=False),
+    TensorSpec("blk.{i}.attn_norm.weight", lambda c: (c.n_embd,)),
+    TensorSpec("blk.{i}.attn_qkv.weight", lambda c: (c.n_embd + 2 * c.n_embd_kv, c.n_embd)),
+    TensorSpec("blk.{i}.attn_output.weight", lambda c: (c.n_embd, c.n_head * c.head_dim)),
+    TensorSpec("blk.{i}.ffn_norm.weight", lambda c: (c.n_embd,)),
+    TensorSpec("blk.{i}.ffn_up.weight", lambda c: (2 * c.n_ff, c.n_embd)),
+    TensorSpec("blk.{i}.ffn_down.weight", lambda c: (c.n_embd, c.n_ff)),
+]
+
+
+class Phi3:
+    """Weights plus forward pass; buffers come from the caller's KV cache."""
+
+    def __init__(self, gguf: Any, cfg: DecoderConfig, n_ctx: int) -> None:
+        self.cfg = cfg
+        self.w = load_weights(gguf, TENSORS, cfg)
+        self.output = self.w.get("output.weight", self.w["token_embd.weight"])
+        # LongRoPE: llama.cpp picks the factor set once, from the context size.
+        use_long = cfg.rope_original_ctx and n_ctx > cfg.rope_original_ctx
+        key = "rope_factors_long.weight" if use_long else "rope_factors_short.weight"
+        self.rope_factors = self.w.get(key)
+
+    def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
+        """Hidden states after the final norm, (m, n_embd), for tokens at `positions`."""
+        cfg, w = self.cfg, self.w
+        x = K.get_rows(w["token_embd.weight"], tokens)
+        for i in range(cfg.n_layer):
+            p = f"blk.{i}."
+            h = K.rms_norm(x, w[p + "attn_norm.weight"], cfg.norm_eps)
+            q, k, v = split_qkv(linear(h, w[p + "attn_qkv.weight"]), cfg)
+            a = self_attention(
+                q, k, v, positions, cache, i, cfg, q_prescale=True, freq_factors=self.rope_factors
+            )
+            x = linear(a, w[p + "attn_output.weight"]) + x
+            h = K.rms_norm(x, w[p + "ffn_norm.weight"], cfg.norm_eps)
+            h = K.swiglu(linear(h, w[p + "ffn_up.weight"]))
+            x = x + linear(h, w[p + "ffn_down.weight"])
+        return K.rms_norm(x, w["output_norm.weight"], cfg.norm_eps)
+
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
+        return linear(hidden, self.output)

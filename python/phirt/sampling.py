@@ -1,0 +1,80 @@
+"""Token sampling: greedy, temperature, top-k, top-p, min-p and repetition penalty, seeded.
+
+Filters apply in llama.cpp's order (penalty, top-k, top-p, min-p, temperature), so the same
+settings mean the same thing in both tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.8  # <= 0: greedy
+    top_k: int = 40  # <= 0: off
+    top_p: float = 0.95  # >= 1: off
+    min_p: float = 0.05  # <= 0: off
+    repeat_penalty: float = 1.0  # 1: off
+    repeat_last_n: int = 64
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_p <= 0.0 or self.top_p > 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.min_p < 0.0 or self.min_p > 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.repeat_penalty <= 0.0:
+            raise ValueError(f"repeat_penalty must be positive, got {self.repeat_penalty}")
+
+    @classmethod
+    def greedy(cls) -> SamplingParams:
+        return cls(temperature=0.0)
+
+
+class Sampler:
+    """Picks the next token from a logits row; keeps its own seeded random stream."""
+
+    def __init__(self, params: SamplingParams | None = None) -> None:
+        self.params = params or SamplingParams()
+        self.rng = np.random.default_rng(self.params.seed)
+
+    def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        p = self.params
+        logits = np.asarray(logits, dtype=np.float32)
+        if p.repeat_penalty != 1.0 and history and p.repeat_last_n != 0:
+            logits = apply_repeat_penalty(logits, history[-p.repeat_last_n :], p.repeat_penalty)
+        if p.temperature <= 0.0:
+            return int(np.argmax(logits))
+        ids = np.arange(logits.shape[0])
+        if 0 < p.top_k < logits.shape[0]:
+            ids = np.argpartition(-logits, p.top_k - 1)[: p.top_k]
+        order = ids[np.argsort(-logits[ids], kind="stable")]
+        vals = logits[order].astype(np.float64)
+        probs = _softmax(vals)
+        if p.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(probs), p.top_p) + 1)
+            order, vals = order[:keep], vals[:keep]
+            probs = _softmax(vals)
+        if p.min_p > 0.0:
+            keep_mask = probs >= p.min_p * probs[0]
+            order, vals = order[keep_mask], vals[keep_mask]
+        probs = _softmax(vals / p.temperature)
+        return int(order[self.rng.choice(len(order), p=probs)])
+
+
+def apply_repeat_penalty(logits: np.ndarray, recent: Sequence[int], penalty: float) -> np.ndarray:
+    """Divide positive (multiply negative) logits of recently seen tokens by `penalty`."""
+    out = logits.copy()
+    ids = np.unique(np.asarray(recent, dtype=np.int64))
+    vals = out[ids]
+    out[ids] = np.where(vals > 0, vals / penalty, vals * penalty)
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
