@@ -50,11 +50,12 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _print_stats(model: Any, out: Any = sys.stderr) -> None:
     s = model.last_stats
-    prefill = s.prompt_tokens / s.prefill_seconds if s.prefill_seconds > 0 else 0.0
+    evaluated = s.prompt_tokens - s.cached_tokens
+    prefill = evaluated / s.prefill_seconds if s.prefill_seconds > 0 else 0.0
     note = {"context": " (context window full)", "length": " (max tokens)"}.get(s.finish_reason, "")
     print(
         f"[{s.generated_tokens} tokens, {s.decode_tokens_per_second:.1f} tok/s; "
-        f"prompt {s.prompt_tokens} tokens, {prefill:.1f} tok/s]{note}",
+        f"prompt {s.prompt_tokens} tokens ({s.cached_tokens} cached), {prefill:.1f} tok/s]{note}",
         file=out,
         flush=True,
     )

@@ -20,6 +20,7 @@ from phirt.sampling import Sampler, SamplingParams
 @dataclass
 class GenerationStats:
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache (not evaluated again)
     generated_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -103,6 +104,7 @@ class Model:
         self, tokens: list[int], max_tokens: int, stop: Sequence[str], params: SamplingParams
     ) -> Iterator[str]:
         stats = GenerationStats(prompt_tokens=len(tokens))
+        stats.cached_tokens = self.engine.reuse_prefix(tokens)
         self.last_stats = stats
         t0 = time.perf_counter()
         t_first: float | None = None

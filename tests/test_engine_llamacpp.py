@@ -1,0 +1,125 @@
+"""phirt against llama.cpp (llama-cpp-python) on the same GGUF files: logits and greedy tokens.
+
+Tolerance: both engines quantize activations to the same 8-bit blocks and use integer block dot
+products, so what differs is float summation order (SIMD lanes, threading) and the exp
+implementation: ~1e-7 relative. Rarely, such a difference pushes one activation across an 8-bit
+rounding boundary, which moves that position's logits by up to ~2 % of their range on these tiny
+random models (real models are far less sensitive). Tolerance: max |Δlogit| ≤ 0.03 · (max |logit|
++ 1) and mean |Δlogit| ≤ 1e-3 · (max |logit| + 1), the mean catching any systematic error.
+
+Greedy continuations must be identical token for token. The one accepted exception is a step where
+llama.cpp's own top-1/top-2 margin is below the logit tolerance: there the two engines may
+legitimately pick either, so the test checks phirt picked llama.cpp's runner-up and stops there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import requires_llama_cpp
+
+pytestmark = [requires_llama_cpp, pytest.mark.llamacpp]
+
+PROMPT_LEN = 64
+CONTINUATION = 32
+N_CTX = 512
+
+
+def prompt_tokens(seed: int = 0) -> list[int]:
+    # Ordinary vocabulary ids (3 .. 31999 are text pieces in the Phi-3 vocabulary).
+    return np.random.default_rng(seed).integers(3, 32000, size=PROMPT_LEN).tolist()
+
+
+def llama_cpp_run(
+    path, tokens: list[int], n_ctx: int
+) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(
+        model_path=str(path), n_ctx=n_ctx, n_threads=2, n_batch=512, logits_all=True, verbose=False
+    )
+    llm.eval(tokens)
+    logits = np.array(llm.scores[: len(tokens)], dtype=np.float32)
+    out: list[int] = []
+    steps = [logits[-1]]
+    for _ in range(CONTINUATION):
+        tok = int(np.argmax(steps[-1]))
+        out.append(tok)
+        llm.eval([tok])
+        steps.append(np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32))
+    llm.close()
+    return logits, out, steps
+
+
+def phirt_run(path, tokens: list[int], n_ctx: int) -> tuple[np.ndarray, list[int]]:
+    import phirt
+
+    model = phirt.load(path, n_ctx=n_ctx, n_threads=2)
+    logits = model.logits(tokens)
+    out: list[int] = []
+    last = logits[-1]
+    for _ in range(CONTINUATION):
+        tok = int(np.argmax(last))
+        out.append(tok)
+        last = model.engine.eval([tok])
+    return logits, out
+
+
+def assert_same(path, n_ctx: int = N_CTX, seed: int = 0) -> None:
+    tokens = prompt_tokens(seed)
+    ref_logits, ref_tokens, ref_steps = llama_cpp_run(path, tokens, n_ctx)
+    got_logits, got_tokens = phirt_run(path, tokens, n_ctx)
+    assert got_logits.shape == ref_logits.shape
+    scale = np.abs(ref_logits).max() + 1.0
+    diff = np.abs(got_logits - ref_logits)
+    assert diff.max() <= 0.03 * scale, f"max |Δlogit| {diff.max():.3g} > {0.03 * scale:.3g}"
+    assert diff.mean() <= 1e-3 * scale, f"mean |Δlogit| {diff.mean():.3g} > {1e-3 * scale:.3g}"
+    assert_same_greedy(got_tokens, ref_tokens, ref_steps, tol=0.03 * scale)
+
+
+def assert_same_greedy(got: list[int], ref: list[int], ref_steps, tol: float) -> None:
+    for i, (g, r) in enumerate(zip(got, ref, strict=True)):
+        if g == r:
+            continue
+        top2 = np.sort(ref_steps[i])[-2:]
+        margin = float(top2[1] - top2[0])
+        runner_up = int(np.argsort(ref_steps[i])[-2])
+        assert margin <= tol and g == runner_up, (
+            f"greedy continuations differ at step {i}: phirt {g}, llama.cpp {r} "
+            f"(llama.cpp top-2 margin {margin:.3g}, tolerance {tol:.3g})\n"
+            f"phirt:     {got}\nllama.cpp: {ref}"
+        )
+        return
+
+
+QTYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"]
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("variant", ["plain", "gqa", "partial_rotary_tied"])
+def test_phi3_matches_llama_cpp(models, qtype: str, variant: str) -> None:
+    assert_same(models.phi3(qtype, variant))
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q4_0", "Q4_K_M"])
+def test_phi3_sliding_window_within_window_matches_llama_cpp(models, qtype: str) -> None:
+    # llama.cpp 0.3.36 ignores Phi-3's sliding window; inside the window both must agree.
+    assert_same(models.phi3(qtype, "swa", sliding_window=PROMPT_LEN + CONTINUATION + 1))
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0", "Q4_K_M"])
+def test_phi3_longrope_past_original_context_matches_llama_cpp(models, qtype: str) -> None:
+    # The fixture's original context is 256 tokens: n_ctx 512 selects the long factors.
+    assert_same(models.phi3(qtype, "longrope"), n_ctx=512)
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("variant", ["plain", "fused_qkv"])
+def test_phi2_matches_llama_cpp(models, qtype: str, variant: str) -> None:
+    assert_same(models.phi2(qtype, variant))
+
+
+@pytest.mark.parametrize("qtype", QTYPES + ["Q4_1", "Q5_0", "Q5_1", "Q6_K", "Q5_K_M"])
+def test_llama_matches_llama_cpp(models, qtype: str) -> None:
+    assert_same(models.llama(qtype, "gqa"))

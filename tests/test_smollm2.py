@@ -1,0 +1,117 @@
+"""The real SmolLM2-135M-Instruct (Q4_1) against llama.cpp on the same file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import requires_llama_cpp
+from smollm2 import smollm2_path
+from test_engine_llamacpp import assert_same_greedy
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n",
+    "Once upon a time, in a small village,",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+    "List of prime numbers: 2, 3, 5,",
+]
+CONTINUATION = 32
+
+
+@pytest.fixture(scope="module")
+def model():
+    import phirt
+
+    return phirt.load(smollm2_path(), n_ctx=512, n_threads=2)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(
+        model_path=str(smollm2_path()), n_ctx=512, n_threads=2, logits_all=True, verbose=False
+    )
+    yield llm
+    llm.close()
+
+
+@requires_llama_cpp
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_continuation_matches_llama_cpp(model, reference, prompt: str) -> None:
+    tokens = reference.tokenize(prompt.encode(), add_bos=True, special=True)
+    assert model.tokenize(prompt) == tokens
+    reference.reset()
+    reference.eval(tokens)
+    ref_logits = np.array(reference.scores[: len(tokens)], dtype=np.float32)
+    ref_tokens, ref_steps = [], []
+    for _ in range(CONTINUATION):
+        step = np.array(reference.scores[reference.n_tokens - 1], dtype=np.float32)
+        ref_steps.append(step)
+        ref_tokens.append(int(np.argmax(step)))
+        reference.eval([ref_tokens[-1]])
+    logits = model.logits(tokens)
+    got, last = [], logits[-1]
+    for _ in range(CONTINUATION):
+        got.append(int(np.argmax(last)))
+        last = model.engine.eval([got[-1]])
+    # 30 layers deep, float-order differences flip a few 8-bit roundings: ~1 % of the logit range.
+    scale = float(np.abs(ref_logits).max()) + 1.0
+    diff = np.abs(logits - ref_logits)
+    assert diff.max() <= 0.02 * scale
+    assert diff.mean() <= 2e-3 * scale
+    assert_same_greedy(got, ref_tokens, ref_steps, tol=0.02 * scale)
+
+
+def test_chat_reply_is_coherent_english(model) -> None:
+    reply = model.chat(
+        [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+        max_tokens=40,
+        temperature=0.0,
+    )
+    assert "Paris" in reply
+    words = reply.split()
+    assert len(words) >= 4
+    # mostly real words: ASCII letters, not token soup
+    assert sum(w.strip(".,!?'\"").isalpha() for w in words) >= 0.7 * len(words)
+
+
+def test_generate_streams_the_same_text(model) -> None:
+    text = model.generate("The capital of France is", max_tokens=16, temperature=0.0)
+    pieces = list(
+        model.generate("The capital of France is", max_tokens=16, temperature=0.0, stream=True)
+    )
+    assert "".join(pieces) == text
+    assert len(pieces) > 1
+
+
+def test_seeded_sampling_is_reproducible(model) -> None:
+    kw = dict(max_tokens=20, temperature=0.9, top_k=40, top_p=0.95, seed=1234)
+    assert model.generate("Tell me a story:", **kw) == model.generate("Tell me a story:", **kw)
+
+
+def test_chat_turn_reuses_the_cache(model) -> None:
+    messages = [{"role": "user", "content": "Name a fruit."}]
+    first = model.chat(messages, max_tokens=8, temperature=0.0)
+    messages += [{"role": "assistant", "content": first}, {"role": "user", "content": "Another?"}]
+    full = model.chat_tokens(messages)
+    cached_before = list(model.engine.tokens)
+    shared = 0
+    while shared < min(len(full), len(cached_before)) and full[shared] == cached_before[shared]:
+        shared += 1
+    assert shared > len(model.chat_tokens(messages[:1])) - 1  # the whole first prompt is reused
+    model.chat(messages, max_tokens=4, temperature=0.0)
+    assert model.last_stats.prompt_tokens == len(full)
+
+
+def test_full_context_is_a_clear_error() -> None:
+    import phirt
+
+    small = phirt.load(smollm2_path(), n_ctx=16, n_threads=2)
+    with pytest.raises(phirt.ContextFullError, match="context window of 16 tokens is full"):
+        small.generate("word " * 40, max_tokens=4)
+    pieces = small.generate("Hi", max_tokens=100, temperature=0.0)
+    assert isinstance(pieces, str)
+    assert small.last_stats.finish_reason in ("context", "stop")
