@@ -136,9 +136,13 @@ struct TypeTraits {
 // Returns nullptr for a type id phirt does not handle.
 const TypeTraits *type_traits(int type_id);
 
-// Bytes of one row of `k` elements; -1 when k is not a multiple of the block size.
+// Largest row length accepted anywhere: keeps every size computation far from int64 overflow.
+constexpr int64_t kMaxRowElements = int64_t(1) << 40;
+
+// Bytes of one row of `k` elements; -1 when k is not a positive multiple of the block size or
+// absurdly large.
 static inline int64_t row_bytes(const TypeTraits &t, int64_t k) {
-    if (k % t.block_size != 0) return -1;
+    if (k <= 0 || k > kMaxRowElements || k % t.block_size != 0) return -1;
     return k / t.block_size * t.type_size;
 }
 

@@ -58,14 +58,16 @@ bool matmul_supported(int type) {
 std::string validate_weight(int type, int64_t n, int64_t k, int64_t nbytes) {
     const TypeTraits *t = type_traits(type);
     if (t == nullptr) return "unsupported GGML type id " + std::to_string(type);
+    if (!matmul_supported(type)) return std::string(t->name) + " is not a weight format";
     if (n <= 0 || k <= 0) return "matrix shape must be positive";
     const int64_t rb = row_bytes(*t, k);
     if (rb < 0)
-        return std::string(t->name) + " needs k to be a multiple of " + std::to_string(t->block_size) +
-               ", got k=" + std::to_string(k);
-    if (nbytes < rb * n)
-        return "buffer holds " + std::to_string(nbytes) + " bytes, " + t->name + " " +
-               std::to_string(n) + "x" + std::to_string(k) + " needs " + std::to_string(rb * n);
+        return std::string(t->name) + " needs k to be a positive multiple of " +
+               std::to_string(t->block_size) + ", got k=" + std::to_string(k);
+    if (n > nbytes / rb)
+        return "buffer holds " + std::to_string(nbytes) + " bytes, too few for " + t->name + " " +
+               std::to_string(n) + "x" + std::to_string(k) + " (" + std::to_string(rb) +
+               " bytes per row)";
     return {};
 }
 

@@ -1,7 +1,6 @@
 #include "threadpool.h"
 
 #include <fstream>
-#include <memory>
 #include <set>
 #include <string>
 #include <utility>
@@ -19,13 +18,21 @@ namespace phirt {
 
 namespace {
 constexpr int kSpinIterations = 200000;  // ~ a few hundred µs before a worker sleeps
+constexpr int kMaxThreads = 256;
 }
 
-ThreadPool::ThreadPool(int n_threads) {
-    for (int i = 1; i < n_threads; ++i) workers_.emplace_back(&ThreadPool::worker_loop, this, i);
+ThreadPool::ThreadPool(int n_threads) { start_workers(n_threads); }
+
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::start_workers(int n_threads) {
+    // New workers start from the current generation so they do not run a finished job.
+    const uint64_t seen = generation_.load(std::memory_order_acquire);
+    for (int i = 1; i < n_threads; ++i) workers_.emplace_back(&ThreadPool::worker_loop, this, i, seen);
+    size_.store((int)workers_.size() + 1, std::memory_order_release);
 }
 
-ThreadPool::~ThreadPool() {
+void ThreadPool::stop_workers() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         stop_.store(true);
@@ -33,6 +40,14 @@ ThreadPool::~ThreadPool() {
     }
     wake_.notify_all();
     for (auto &t : workers_) t.join();
+    workers_.clear();
+    stop_.store(false);
+}
+
+void ThreadPool::resize(int n_threads) {
+    std::lock_guard<std::mutex> serial(run_mutex_);
+    stop_workers();
+    start_workers(n_threads);
 }
 
 void ThreadPool::drain(int thread_index) {
@@ -64,8 +79,7 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)> &f
     fn_ = nullptr;
 }
 
-void ThreadPool::worker_loop(int index) {
-    uint64_t seen = 0;
+void ThreadPool::worker_loop(int index, uint64_t seen) {
     for (;;) {
         int spins = 0;
         uint64_t gen;
@@ -101,23 +115,17 @@ int physical_cores() {
     return cores.empty() ? (logical > 0 ? logical : 1) : (int)cores.size();
 }
 
-namespace {
-std::unique_ptr<ThreadPool> g_pool;
-std::mutex g_pool_mutex;
-}  // namespace
-
 ThreadPool &global_pool() {
-    std::lock_guard<std::mutex> lock(g_pool_mutex);
-    if (!g_pool) g_pool = std::make_unique<ThreadPool>(physical_cores());
-    return *g_pool;
+    // Leaked on purpose: workers must not be joined during interpreter shutdown.
+    static ThreadPool *pool = new ThreadPool(physical_cores());
+    return *pool;
 }
 
 void set_num_threads(int n) {
-    std::lock_guard<std::mutex> lock(g_pool_mutex);
     if (n < 1) n = 1;
-    if (g_pool && g_pool->size() == n) return;
-    g_pool.reset();
-    g_pool = std::make_unique<ThreadPool>(n);
+    if (n > kMaxThreads) n = kMaxThreads;
+    ThreadPool &pool = global_pool();
+    if (pool.size() != n) pool.resize(n);
 }
 
 int get_num_threads() { return global_pool().size(); }

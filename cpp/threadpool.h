@@ -21,14 +21,19 @@ class ThreadPool {
     ThreadPool &operator=(const ThreadPool &) = delete;
 
     // Total threads including the caller.
-    int size() const { return (int)workers_.size() + 1; }
+    int size() const { return size_.load(std::memory_order_acquire); }
+
+    // Replaces the workers with n - 1 new ones; waits for a run in progress to finish first.
+    void resize(int n_threads);
 
     // Calls fn(task, thread_index) for task in [0, n_tasks); the caller takes part and returns
     // when every task is done. Not re-entrant.
     void run(int64_t n_tasks, const std::function<void(int64_t, int)> &fn);
 
    private:
-    void worker_loop(int index);
+    void worker_loop(int index, uint64_t seen);
+    void start_workers(int n_threads);
+    void stop_workers();
     void drain(int thread_index);
 
     std::vector<std::thread> workers_;
@@ -40,6 +45,7 @@ class ThreadPool {
     std::atomic<int> busy_workers_{0};
     std::atomic<int> sleeping_{0};
     std::atomic<bool> stop_{false};
+    std::atomic<int> size_{1};
     int64_t n_tasks_ = 0;
     const std::function<void(int64_t, int)> *fn_ = nullptr;
 };
@@ -47,7 +53,8 @@ class ThreadPool {
 // Physical cores of this machine (falls back to logical CPUs).
 int physical_cores();
 
-// The process-wide pool used by all kernels; resized by set_num_threads.
+// The process-wide pool used by all kernels (never destroyed); resized by set_num_threads,
+// which is safe while other threads run kernels.
 ThreadPool &global_pool();
 void set_num_threads(int n);
 int get_num_threads();
