@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -92,14 +93,16 @@ py::array_t<float> out_or_new(const py::object &out, std::initializer_list<py::s
 // A weight matrix in a GGML format over a buffer it keeps alive (often a read-only memmap).
 class QMatrix {
    public:
-    QMatrix(const py::buffer &data, int type, int64_t n, int64_t k) : owner_(data) {
-        const py::buffer_info info = data.request();
-        if (!PyBuffer_IsContiguous(info.view(), 'C'))
+    QMatrix(const py::buffer &data, int type, int64_t n, int64_t k)
+        : owner_(data), info_(std::make_unique<py::buffer_info>(data.request())) {
+        // info_ holds the buffer export for our lifetime, so the exporter (bytearray, mmap,
+        // numpy) cannot resize or free the memory under us.
+        if (!PyBuffer_IsContiguous(info_->view(), 'C'))
             throw py::value_error("weight buffer must be C-contiguous");
-        const int64_t nbytes = (int64_t)info.size * (int64_t)info.itemsize;
+        const int64_t nbytes = (int64_t)info_->size * (int64_t)info_->itemsize;
         const std::string problem = validate_weight(type, n, k, nbytes);
         if (!problem.empty()) throw py::value_error(problem);
-        view_ = {static_cast<const uint8_t *>(info.ptr), type, n, k,
+        view_ = {static_cast<const uint8_t *>(info_->ptr), type, n, k,
                  row_bytes(*type_traits(type), k)};
     }
     const WeightView &view() const { return view_; }
@@ -110,6 +113,7 @@ class QMatrix {
 
    private:
     py::object owner_;
+    std::unique_ptr<py::buffer_info> info_;
     WeightView view_{};
 };
 
@@ -164,10 +168,10 @@ py::array_t<uint8_t> quantize_py(int type, const py::object &x_obj) {
     const float *xp = static_cast<const float *>(x.data());
     uint8_t *op = out.mutable_data();
     {
-        // Probe support before releasing the GIL, on a scratch row.
-        std::vector<uint8_t> probe(rb);
-        std::vector<float> zero(k, 0.0f);
-        if (!quantize_row(type, zero.data(), probe.data(), k))
+        // Probe support on one block before releasing the GIL.
+        std::vector<uint8_t> probe(t.type_size);
+        std::vector<float> zero(t.block_size, 0.0f);
+        if (!quantize_row(type, zero.data(), probe.data(), t.block_size))
             throw py::value_error(std::string("quantize to ") + t.name + " is not supported");
     }
     py::gil_scoped_release release;
@@ -178,10 +182,9 @@ py::array_t<uint8_t> quantize_py(int type, const py::object &x_obj) {
 py::array_t<float> dequantize_py(int type, const py::object &data_obj, int64_t k) {
     const TypeTraits &t = traits_or_throw(type);
     auto data = checked<uint8_t>(data_obj, "data", -1);
-    if (k <= 0) throw py::value_error("k must be positive");
     const int64_t rb = row_bytes(t, k);
-    if (rb < 0)
-        throw py::value_error(std::string(t.name) + " needs k to be a multiple of " +
+    if (rb <= 0)
+        throw py::value_error(std::string(t.name) + " needs k to be a positive multiple of " +
                               std::to_string(t.block_size) + ", got " + std::to_string(k));
     const int64_t nbytes = data.size();
     if (nbytes % rb != 0)
@@ -189,9 +192,10 @@ py::array_t<float> dequantize_py(int type, const py::object &data_obj, int64_t k
                               t.name + " rows of " + std::to_string(rb) + " bytes");
     const int64_t rows = nbytes / rb;
     {
-        std::vector<float> probe(k);
-        std::vector<uint8_t> zero(rb, 0);
-        if (!dequantize_row(type, zero.data(), probe.data(), k))
+        // Probe support on one block.
+        std::vector<float> probe(t.block_size);
+        std::vector<uint8_t> zero(t.type_size, 0);
+        if (!dequantize_row(type, zero.data(), probe.data(), t.block_size))
             throw py::value_error(std::string("dequantize from ") + t.name + " is not supported");
     }
     py::array_t<float> out({(py::ssize_t)rows, (py::ssize_t)k});
@@ -323,9 +327,9 @@ py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj
     if (n_kv_head <= 0 || n_head % n_kv_head != 0)
         throw py::value_error("n_head=" + std::to_string(n_head) + " is not a multiple of n_kv_head=" +
                               std::to_string(n_kv_head));
-    if (pos0 < 0 || pos0 + m > n_ctx)
-        throw py::value_error("positions [" + std::to_string(pos0) + ", " + std::to_string(pos0 + m) +
-                              ") do not fit the cache of " + std::to_string(n_ctx));
+    if (pos0 < 0 || m > n_ctx || pos0 > n_ctx - m)
+        throw py::value_error(std::to_string(m) + " queries at position " + std::to_string(pos0) +
+                              " do not fit the cache of " + std::to_string(n_ctx));
     if (window < 0) throw py::value_error("window must be >= 0");
     py::array_t<float> out({(py::ssize_t)m, (py::ssize_t)n_head, (py::ssize_t)hd});
     if (m == 0) return out;
@@ -339,6 +343,124 @@ py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj
 }
 
 }  // namespace
+
+// ---- ONNX MatMulNBits ------------------------------------------------------------------------
+// com.microsoft MatMulNBits (bits = 4), repacked at load time; layout and numerics in nbits.h.
+// Every ONNX size is checked against (N, K, block_size) before a byte is read.
+#include "nbits.h"
+
+namespace {
+
+// A 1-D (rows * cols,) or 2-D (rows, cols) array: ORT exports use both for scales, zero points.
+void expect_rows_cols(const py::array &a, const char *what, int64_t rows, int64_t cols) {
+    const bool ok = (a.ndim() == 1 && a.shape(0) == rows * cols) ||
+                    (a.ndim() == 2 && a.shape(0) == rows && a.shape(1) == cols);
+    if (!ok)
+        throw py::value_error(std::string(what) + " must have shape (" +
+                              std::to_string(rows * cols) + ",) or (" + std::to_string(rows) +
+                              ", " + std::to_string(cols) + "), got " + shape_str(a));
+}
+
+std::unique_ptr<NBitsMatrix> nbits_repack_py(const py::object &b_obj, const py::object &scales_obj,
+                                             const py::object &zp_obj, int64_t k,
+                                             int64_t block_size) {
+    auto b = checked<uint8_t>(b_obj, "B", 3);
+    const int64_t n = b.shape(0);
+    const std::string problem = nbits_validate(n, k, block_size);
+    if (!problem.empty()) throw py::value_error("MatMulNBits: " + problem);
+    const NBitsShape s = nbits_shape(n, k, (int)block_size, !zp_obj.is_none());
+    if (b.shape(1) != s.onnx_blocks || b.shape(2) != block_size / 2)
+        throw py::value_error("B must have shape (N, ceil(K / block_size), block_size / 2) = (" +
+                              std::to_string(n) + ", " + std::to_string(s.onnx_blocks) + ", " +
+                              std::to_string(block_size / 2) + ") for K=" + std::to_string(k) +
+                              ", block_size=" + std::to_string(block_size) + ", got " +
+                              shape_str(b));
+
+    if (!py::isinstance<py::array>(scales_obj))
+        throw py::type_error("scales must be a numpy array");
+    const py::dtype sdt = py::reinterpret_borrow<py::array>(scales_obj).dtype();
+    const bool f16 = sdt.is(py::dtype("float16"));
+    if (!f16 && !sdt.is(py::dtype::of<float>()))
+        throw py::type_error("scales must have dtype float32 or float16, got " +
+                             std::string(py::str(sdt)));
+    py::array scales = f16 ? checked<uint16_t>(scales_obj, "scales", -1)
+                           : checked<float>(scales_obj, "scales", -1);
+    expect_rows_cols(scales, "scales", n, s.onnx_blocks);
+
+    py::array zp;
+    if (!zp_obj.is_none()) {
+        if (py::isinstance<py::array>(zp_obj) &&
+            !py::reinterpret_borrow<py::array>(zp_obj).dtype().is(py::dtype::of<uint8_t>()))
+            throw py::type_error(
+                "zero_points must be uint8 (two 4-bit zero points per byte), got " +
+                std::string(py::str(py::reinterpret_borrow<py::array>(zp_obj).dtype())));
+        zp = checked<uint8_t>(zp_obj, "zero_points", -1);
+        expect_rows_cols(zp, "zero_points", n, (s.onnx_blocks + 1) / 2);
+    }
+
+    auto mat = std::make_unique<NBitsMatrix>(s);
+    const MatMulNBitsSource src{
+        static_cast<const uint8_t *>(b.data()), scales.data(), f16,
+        zp_obj.is_none() ? nullptr : static_cast<const uint8_t *>(zp.data())};
+    py::gil_scoped_release release;
+    repack_matmulnbits(src, mat.get());
+    return mat;
+}
+
+py::array_t<float> nbits_dequantize_py(const NBitsMatrix &w) {
+    py::array_t<float> out({(py::ssize_t)w.shape().n, (py::ssize_t)w.shape().k});
+    float *op = out.mutable_data();
+    py::gil_scoped_release release;
+    nbits_dequantize(w, op);
+    return out;
+}
+
+py::array_t<float> nbits_matmul_py(const NBitsMatrix &w, const py::object &x_obj,
+                                   const py::object &out) {
+    auto x = checked<float>(x_obj, "x", 2);
+    if (x.shape(1) != w.shape().k)
+        throw py::value_error("x has " + std::to_string(x.shape(1)) +
+                              " columns, weight has K=" + std::to_string(w.shape().k));
+    const int64_t m = x.shape(0);
+    auto y = out_or_new(out, {m, w.shape().n});
+    if (m == 0) return y;
+    const float *xp = static_cast<const float *>(x.data());
+    float *yp = y.mutable_data();
+    py::gil_scoped_release release;
+    nbits_matmul(w, xp, m, yp);
+    return y;
+}
+
+void bind_nbits(py::module_ &mod) {
+    py::class_<NBitsMatrix>(
+        mod, "NBitsMatrix",
+        "ONNX MatMulNBits 4-bit weights (N x K), repacked losslessly by nbits_repack.")
+        .def_property_readonly("n", [](const NBitsMatrix &w) { return w.shape().n; })
+        .def_property_readonly("k", [](const NBitsMatrix &w) { return w.shape().k; })
+        .def_property_readonly("block_size",
+                               [](const NBitsMatrix &w) { return w.shape().block_size; })
+        .def_property_readonly("has_zero_points",
+                               [](const NBitsMatrix &w) { return w.shape().has_zero_points; })
+        .def_property_readonly("nbytes", &NBitsMatrix::nbytes)
+        .def("__repr__", [](const NBitsMatrix &w) {
+            const NBitsShape &s = w.shape();
+            return "NBitsMatrix(n=" + std::to_string(s.n) + ", k=" + std::to_string(s.k) +
+                   ", block_size=" + std::to_string(s.block_size) +
+                   (s.has_zero_points ? ", zero_points)" : ")");
+        });
+    mod.def("nbits_repack", &nbits_repack_py, py::arg("B"), py::arg("scales"),
+            py::arg("zero_points"), py::arg("K"), py::arg("block_size"),
+            "MatMulNBits (bits=4) B u8[N, n_blocks, block_size/2], scales f32|f16 [N*n_blocks], "
+            "zero_points u8[N*ceil(n_blocks/2)] | None -> NBitsMatrix");
+    mod.def("nbits_dequantize", &nbits_dequantize_py, py::arg("w"),
+            "the weights as float32 (N, K): (q - zero_point) * scale");
+    mod.def("nbits_matmul", &nbits_matmul_py, py::arg("w"), py::arg("x"),
+            py::arg("out") = py::none(),
+            "y (m, N) = x (m, K) @ w.T with activations quantized to 8 bits on the fly");
+}
+
+}  // namespace
+// ---- end ONNX MatMulNBits --------------------------------------------------------------------
 
 PYBIND11_MODULE(_kernels, mod) {
     mod.doc() = "phirt's SIMD quantized kernels (GGML block formats)";
@@ -361,7 +483,9 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.def("row_bytes", [](int type, int64_t k) {
         const TypeTraits &t = traits_or_throw(type);
         const int64_t rb = row_bytes(t, k);
-        if (rb < 0) throw py::value_error(std::string(t.name) + " needs k to be a multiple of " + std::to_string(t.block_size));
+        if (rb < 0)
+            throw py::value_error(std::string(t.name) + " needs k to be a positive multiple of " +
+                                  std::to_string(t.block_size));
         return rb;
     }, py::arg("type"), py::arg("k"));
     mod.def("rms_norm", &rms_norm_py, py::arg("x"), py::arg("weight"), py::arg("eps"),
@@ -376,6 +500,8 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.def("gelu", &gelu_py, py::arg("x"));
     mod.def("attention", &attention_py, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
             py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
+
+    bind_nbits(mod);  // ONNX MatMulNBits
 
     mod.def("set_num_threads", &set_num_threads, py::arg("n"));
     mod.def("get_num_threads", &get_num_threads);

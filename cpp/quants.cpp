@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "quants_k.h"
+
 namespace phirt {
 
 namespace {
@@ -328,6 +330,9 @@ bool quantize_row(int type_id, const float *x, void *y, int64_t k) {
         case GgmlType::Q5_0: quantize_row_q5_0_ref(x, (block_q5_0 *)y, k); return true;
         case GgmlType::Q5_1: quantize_row_q5_1_ref(x, (block_q5_1 *)y, k); return true;
         case GgmlType::Q8_0: quantize_row_q8_0_ref(x, (block_q8_0 *)y, k); return true;
+        case GgmlType::Q4_K: quantize_row_q4_K_ref(x, (block_q4_K *)y, k); return true;
+        case GgmlType::Q5_K: quantize_row_q5_K_ref(x, (block_q5_K *)y, k); return true;
+        case GgmlType::Q6_K: quantize_row_q6_K_ref(x, (block_q6_K *)y, k); return true;
         default: return false;
     }
 }

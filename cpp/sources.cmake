@@ -4,10 +4,9 @@ set(PHIRT_CPP_DIR ${CMAKE_CURRENT_LIST_DIR})
 
 set(PHIRT_REFERENCE_SOURCES
     ${PHIRT_CPP_DIR}/quants.cpp
-    ${PHIRT_CPP_DIR}/dot_ref.cpp)
-if(EXISTS ${PHIRT_CPP_DIR}/quants_k.cpp)  # TODO(lead): unconditional once quants_k lands
-    list(APPEND PHIRT_REFERENCE_SOURCES ${PHIRT_CPP_DIR}/quants_k.cpp)
-endif()
+    ${PHIRT_CPP_DIR}/quants_k.cpp
+    ${PHIRT_CPP_DIR}/dot_ref.cpp
+    ${PHIRT_CPP_DIR}/nbits.cpp)  # ONNX MatMulNBits (spec numerics)
 set(PHIRT_SOURCES
     ${PHIRT_REFERENCE_SOURCES}
     ${PHIRT_CPP_DIR}/dispatch.cpp
@@ -26,6 +25,9 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
         "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni")
     list(APPEND PHIRT_SOURCES ${_avx2} ${_avx512})
+    set(_nbits_avx2 ${PHIRT_CPP_DIR}/x86/nbits_avx2.cpp)  # ONNX MatMulNBits dot, AVX2 twin
+    set_source_files_properties(${_nbits_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+    list(APPEND PHIRT_SOURCES ${_nbits_avx2})
     list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_X86_SIMD)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
     set(_neon ${PHIRT_CPP_DIR}/arm/dot_neon.cpp)

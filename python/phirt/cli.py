@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from phirt.bench import add_bench_subcommand
 from phirt.errors import PhirtError
+from phirt.quantize.cli import add_quantize_subcommands
 
 
 def _add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
@@ -161,27 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=["smollm2"], help="model name")
     p.set_defaults(func=cmd_fetch)
 
-    for register in _extra_commands():
-        register(sub)
+    add_quantize_subcommands(sub)
+    add_bench_subcommand(sub)
     return parser
-
-
-def _extra_commands() -> list[Callable[[Any], None]]:
-    """Subcommands that live with their feature (quantize, bench)."""
-    registers: list[Callable[[Any], None]] = []
-    try:
-        from phirt.quantize.cli import add_quantize_subcommands
-
-        registers.append(add_quantize_subcommands)
-    except ImportError:
-        pass
-    try:
-        from phirt.bench import add_bench_subcommand
-
-        registers.append(add_bench_subcommand)
-    except ImportError:
-        pass
-    return registers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
