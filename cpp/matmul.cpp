@@ -46,6 +46,7 @@ thread_local std::vector<uint8_t> t_act_scratch;
 // GEMM tile: kColsPerTile activation rows stay in L2 while kRowsPerTile weight rows pass over them,
 // one weight row (L1-resident) against every activation row of the tile.
 constexpr int64_t kRowsPerTile = 32;
+constexpr int64_t kMinParallelBytes = 64 * 1024;  // GEMV smaller than this runs on the caller
 constexpr int64_t kColsPerTile = 32;
 
 }  // namespace
@@ -94,8 +95,10 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
     // 2. Dot products.
     const int64_t n = w.n;
     if (m == 1) {
-        // Contiguous chunks, a few per thread so a slow thread does not hold up the rest.
-        const int64_t n_chunks = std::min<int64_t>(n, (int64_t)n_threads * 4);
+        // Contiguous chunks, a few per thread so a slow thread does not hold up the rest. A small
+        // matrix is not worth waking the workers for.
+        const bool small = w.n * w.row_bytes < kMinParallelBytes;
+        const int64_t n_chunks = small ? 1 : std::min<int64_t>(n, (int64_t)n_threads * 4);
         const int64_t chunk = (n + n_chunks - 1) / n_chunks;
         pool.run(n_chunks, [&](int64_t c, int) {
             const int64_t r0 = c * chunk, r1 = std::min(n, r0 + chunk);

@@ -17,7 +17,10 @@
 namespace phirt {
 
 namespace {
-constexpr int kSpinIterations = 200000;  // ~ a few hundred µs before a worker sleeps
+// ~100 µs of pause instructions before a worker sleeps: long enough to catch the next kernel of a
+// forward pass, short enough not to steal a core from a descheduled peer on a busy machine.
+constexpr int kSpinIterations = 4000;
+constexpr int kCallerSpins = 2000;  // then the caller yields its core to late workers
 constexpr int kMaxThreads = 256;
 }
 
@@ -75,7 +78,12 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)> &f
         wake_.notify_all();
     }
     drain(0);
-    while (busy_workers_.load(std::memory_order_acquire) != 0) PHIRT_CPU_RELAX();
+    for (int spins = 0; busy_workers_.load(std::memory_order_acquire) != 0; ++spins) {
+        if (spins < kCallerSpins)
+            PHIRT_CPU_RELAX();
+        else
+            std::this_thread::yield();
+    }
     fn_ = nullptr;
 }
 

@@ -123,9 +123,11 @@ def make_phi3(
     dtype: str = "float32",
     seed: int = 0,
     shard: str | None = None,
+    sliding_window: int | None = None,
 ) -> Path:
     """Phi-3-mini-like (SentencePiece + Phi-3 special tokens); longrope: Phi-3-mini-128k-like;
-    partial_tied: Phi-4-mini-like (GPT-2 BPE, partial rotary 3/4, tied embeddings, GQA)."""
+    partial_tied: Phi-4-mini-like (GPT-2 BPE, partial rotary 3/4, tied embeddings, GQA);
+    sliding_window: Phi-3-mini-4k-like local attention over that many tokens."""
     folder.mkdir(parents=True)
     n_head = hidden // 32
     if partial_tied:
@@ -170,6 +172,7 @@ def make_phi3(
         max_position_embeddings=1024 if longrope else 4096,
         partial_rotary_factor=0.75 if partial_tied else 1.0,
         tie_word_embeddings=partial_tied,
+        sliding_window=sliding_window,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
@@ -317,6 +320,20 @@ def test_f32_logits_phirt_match_transformers(
     ref = hf_logits(checkpoints[name], tokens)
     got = load(converted[name], n_ctx=128).logits(tokens)
     np.testing.assert_allclose(got, ref, atol=LOGIT_ATOL, rtol=0)
+
+
+def test_phi3_sliding_window_matches_transformers(tmp_path: Path) -> None:
+    """llama.cpp ignores Phi-3's sliding window, so transformers is the reference here: with a
+    window of 8 over 24 tokens, phirt must match its local attention (and not full attention)."""
+    load = _phirt_load()
+    folder = make_phi3(tmp_path / "phi3_swa", sliding_window=8)
+    gguf_path = quantize(folder, tmp_path / "phi3_swa-f32.gguf", "f32").path
+    tokens = _tokens(_n_vocab(folder))
+    ref = hf_logits(folder, tokens)
+    got = load(gguf_path, n_ctx=128).logits(tokens)
+    np.testing.assert_allclose(got, ref, atol=LOGIT_ATOL, rtol=0)
+    full = make_phi3(tmp_path / "phi3_full")
+    assert np.abs(hf_logits(full, tokens)[10:] - ref[10:]).max() > 10 * LOGIT_ATOL
 
 
 @requires_llama_cpp
