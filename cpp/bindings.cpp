@@ -26,13 +26,21 @@ namespace {
 template <typename T>
 const char *dtype_name();
 template <>
-const char *dtype_name<float>() { return "float32"; }
+const char *dtype_name<float>() {
+    return "float32";
+}
 template <>
-const char *dtype_name<int32_t>() { return "int32"; }
+const char *dtype_name<int32_t>() {
+    return "int32";
+}
 template <>
-const char *dtype_name<uint8_t>() { return "uint8"; }
+const char *dtype_name<uint8_t>() {
+    return "uint8";
+}
 template <>
-const char *dtype_name<uint16_t>() { return "float16"; }
+const char *dtype_name<uint16_t>() {
+    return "float16";
+}
 
 // An array of exactly dtype T, C-contiguous, with `ndim` dimensions (-1: any).
 template <typename T>
@@ -41,8 +49,8 @@ py::array checked(const py::handle &obj, const char *what, int ndim, bool writab
         throw py::type_error(std::string(what) + " must be a numpy array");
     auto arr = py::reinterpret_borrow<py::array>(obj);
     const bool is_f16 = std::is_same<T, uint16_t>::value;
-    const bool dtype_ok = is_f16 ? arr.dtype().is(py::dtype("float16"))
-                                 : arr.dtype().is(py::dtype::of<T>());
+    const bool dtype_ok =
+        is_f16 ? arr.dtype().is(py::dtype("float16")) : arr.dtype().is(py::dtype::of<T>());
     if (!dtype_ok)
         throw py::type_error(std::string(what) + " must have dtype " + dtype_name<T>() + ", got " +
                              std::string(py::str(arr.dtype())));
@@ -51,7 +59,8 @@ py::array checked(const py::handle &obj, const char *what, int ndim, bool writab
     if (ndim >= 0 && arr.ndim() != ndim)
         throw py::value_error(std::string(what) + " must be " + std::to_string(ndim) + "-D, got " +
                               std::to_string(arr.ndim()) + "-D");
-    if (writable && !arr.writeable()) throw py::value_error(std::string(what) + " must be writable");
+    if (writable && !arr.writeable())
+        throw py::value_error(std::string(what) + " must be writable");
     return arr;
 }
 
@@ -71,7 +80,9 @@ void expect_shape(const py::array &a, const char *what, std::initializer_list<py
         ++i;
     }
     want += dims.size() == 1 ? ",)" : ")";
-    if (!ok) throw py::value_error(std::string(what) + " must have shape " + want + ", got " + shape_str(a));
+    if (!ok)
+        throw py::value_error(std::string(what) + " must have shape " + want + ", got " +
+                              shape_str(a));
 }
 
 const TypeTraits &traits_or_throw(int type) {
@@ -119,11 +130,12 @@ class QMatrix {
 
 py::array_t<float> matmul_py(const QMatrix &w, const py::object &x_obj, const py::object &out) {
     if (!matmul_supported(w.type()))
-        throw py::value_error(std::string("matmul does not support ") + type_traits(w.type())->name);
+        throw py::value_error(std::string("matmul does not support ") +
+                              type_traits(w.type())->name);
     auto x = checked<float>(x_obj, "x", 2);
     if (x.shape(1) != w.k())
-        throw py::value_error("x has " + std::to_string(x.shape(1)) + " columns, weight has k=" +
-                              std::to_string(w.k()));
+        throw py::value_error("x has " + std::to_string(x.shape(1)) +
+                              " columns, weight has k=" + std::to_string(w.k()));
     const int64_t m = x.shape(0);
     auto y = out_or_new(out, {m, w.n()});
     if (m == 0) return y;
@@ -175,7 +187,8 @@ py::array_t<uint8_t> quantize_py(int type, const py::object &x_obj) {
             throw py::value_error(std::string("quantize to ") + t.name + " is not supported");
     }
     py::gil_scoped_release release;
-    global_pool().run(rows, [&](int64_t r, int) { quantize_row(type, xp + r * k, op + r * rb, k); });
+    global_pool().run(rows,
+                      [&](int64_t r, int) { quantize_row(type, xp + r * k, op + r * rb, k); });
     return out;
 }
 
@@ -188,8 +201,9 @@ py::array_t<float> dequantize_py(int type, const py::object &data_obj, int64_t k
                               std::to_string(t.block_size) + ", got " + std::to_string(k));
     const int64_t nbytes = data.size();
     if (nbytes % rb != 0)
-        throw py::value_error("data holds " + std::to_string(nbytes) + " bytes, not a whole number of " +
-                              t.name + " rows of " + std::to_string(rb) + " bytes");
+        throw py::value_error("data holds " + std::to_string(nbytes) +
+                              " bytes, not a whole number of " + t.name + " rows of " +
+                              std::to_string(rb) + " bytes");
     const int64_t rows = nbytes / rb;
     {
         // Probe support on one block.
@@ -202,7 +216,8 @@ py::array_t<float> dequantize_py(int type, const py::object &data_obj, int64_t k
     const uint8_t *dp = static_cast<const uint8_t *>(data.data());
     float *op = out.mutable_data();
     py::gil_scoped_release release;
-    global_pool().run(rows, [&](int64_t r, int) { dequantize_row(type, dp + r * rb, op + r * k, k); });
+    global_pool().run(rows,
+                      [&](int64_t r, int) { dequantize_row(type, dp + r * rb, op + r * k, k); });
     return out;
 }
 
@@ -215,7 +230,8 @@ py::array_t<float> rms_norm_py(const py::object &x_obj, const py::object &w_obj,
     const int64_t m = x.shape(0), k = x.shape(1);
     expect_shape(w, "weight", {k});
     auto y = out_or_new(out, {m, k});
-    const float *xp = static_cast<const float *>(x.data()), *wp = static_cast<const float *>(w.data());
+    const float *xp = static_cast<const float *>(x.data()),
+                *wp = static_cast<const float *>(w.data());
     float *yp = y.mutable_data();
     py::gil_scoped_release release;
     rms_norm(xp, wp, eps, m, k, yp);
@@ -255,7 +271,8 @@ void rope_py(const py::object &x_obj, const py::object &pos_obj, int64_t n_rot, 
     if (n_rot <= 0 || n_rot > hd || n_rot % 2 != 0)
         throw py::value_error("n_rot must be even and in [2, head_dim=" + std::to_string(hd) +
                               "], got " + std::to_string(n_rot));
-    if (!(freq_base > 0.0f) || !std::isfinite(freq_base)) throw py::value_error("freq_base must be positive");
+    if (!(freq_base > 0.0f) || !std::isfinite(freq_base))
+        throw py::value_error("freq_base must be positive");
     const float *ffp = nullptr;
     py::array ff;
     if (!ff_obj.is_none()) {
@@ -280,7 +297,8 @@ void softmax_py(const py::object &x_obj) {
 py::array_t<float> swiglu_py(const py::object &x_obj) {
     auto x = checked<float>(x_obj, "x", 2);
     const int64_t m = x.shape(0), two_f = x.shape(1);
-    if (two_f % 2 != 0) throw py::value_error("swiglu input width must be even, got " + std::to_string(two_f));
+    if (two_f % 2 != 0)
+        throw py::value_error("swiglu input width must be even, got " + std::to_string(two_f));
     const int64_t f = two_f / 2;
     py::array_t<float> y({(py::ssize_t)m, (py::ssize_t)f});
     const float *xp = static_cast<const float *>(x.data());
@@ -296,7 +314,8 @@ py::array_t<float> silu_mul_py(const py::object &g_obj, const py::object &u_obj)
     const int64_t m = g.shape(0), f = g.shape(1);
     expect_shape(u, "up", {m, f});
     py::array_t<float> y({(py::ssize_t)m, (py::ssize_t)f});
-    const float *gp = static_cast<const float *>(g.data()), *up = static_cast<const float *>(u.data());
+    const float *gp = static_cast<const float *>(g.data()),
+                *up = static_cast<const float *>(u.data());
     float *yp = y.mutable_data();
     py::gil_scoped_release release;
     silu_mul(gp, up, m, f, f, yp);
@@ -316,7 +335,8 @@ py::array_t<float> gelu_py(const py::object &x_obj) {
 }
 
 py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj,
-                                const py::object &v_obj, int64_t pos0, float scale, int64_t window) {
+                                const py::object &v_obj, int64_t pos0, float scale,
+                                int64_t window) {
     auto q = checked<float>(q_obj, "q", 3);
     auto kc = checked<uint16_t>(k_obj, "k_cache", 3);
     auto vc = checked<uint16_t>(v_obj, "v_cache", 3);
@@ -325,8 +345,8 @@ py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj
     expect_shape(kc, "k_cache", {n_kv_head, n_ctx, hd});
     expect_shape(vc, "v_cache", {n_kv_head, n_ctx, hd});
     if (n_kv_head <= 0 || n_head % n_kv_head != 0)
-        throw py::value_error("n_head=" + std::to_string(n_head) + " is not a multiple of n_kv_head=" +
-                              std::to_string(n_kv_head));
+        throw py::value_error("n_head=" + std::to_string(n_head) +
+                              " is not a multiple of n_kv_head=" + std::to_string(n_kv_head));
     if (pos0 < 0 || m > n_ctx || pos0 > n_ctx - m)
         throw py::value_error(std::to_string(m) + " queries at position " + std::to_string(pos0) +
                               " do not fit the cache of " + std::to_string(n_ctx));
@@ -466,8 +486,8 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.doc() = "phirt's SIMD quantized kernels (GGML block formats)";
 
     py::class_<QMatrix>(mod, "QMatrix", "A weight matrix (n rows x k) in a GGML block format.")
-        .def(py::init<const py::buffer &, int, int64_t, int64_t>(), py::arg("data"), py::arg("type"),
-             py::arg("n"), py::arg("k"))
+        .def(py::init<const py::buffer &, int, int64_t, int64_t>(), py::arg("data"),
+             py::arg("type"), py::arg("n"), py::arg("k"))
         .def_property_readonly("n", &QMatrix::n)
         .def_property_readonly("k", &QMatrix::k)
         .def_property_readonly("type", &QMatrix::type)
@@ -480,17 +500,22 @@ PYBIND11_MODULE(_kernels, mod) {
             "quantize float32 rows (last axis) to a GGML type (reference quantizer)");
     mod.def("dequantize", &dequantize_py, py::arg("type"), py::arg("data"), py::arg("k"),
             "dequantize rows of k values to float32 (rows, k)");
-    mod.def("row_bytes", [](int type, int64_t k) {
-        const TypeTraits &t = traits_or_throw(type);
-        const int64_t rb = row_bytes(t, k);
-        if (rb < 0)
-            throw py::value_error(std::string(t.name) + " needs k to be a positive multiple of " +
-                                  std::to_string(t.block_size));
-        return rb;
-    }, py::arg("type"), py::arg("k"));
+    mod.def(
+        "row_bytes",
+        [](int type, int64_t k) {
+            const TypeTraits &t = traits_or_throw(type);
+            const int64_t rb = row_bytes(t, k);
+            if (rb < 0)
+                throw py::value_error(std::string(t.name) +
+                                      " needs k to be a positive multiple of " +
+                                      std::to_string(t.block_size));
+            return rb;
+        },
+        py::arg("type"), py::arg("k"));
     mod.def("rms_norm", &rms_norm_py, py::arg("x"), py::arg("weight"), py::arg("eps"),
             py::arg("out") = py::none());
-    mod.def("layer_norm", &layer_norm_py, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"));
+    mod.def("layer_norm", &layer_norm_py, py::arg("x"), py::arg("weight"), py::arg("bias"),
+            py::arg("eps"));
     mod.def("rope", &rope_py, py::arg("x"), py::arg("positions"), py::arg("n_rot"),
             py::arg("freq_base"), py::arg("neox"), py::arg("freq_factors") = py::none(),
             py::arg("freq_scale") = 1.0f, py::arg("attn_factor") = 1.0f);
@@ -508,19 +533,29 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.def("physical_cores", &physical_cores);
     mod.def("isa", [] { return std::string(active_kernels().isa); });
     mod.def("available_isas", &available_isas);
-    mod.def("set_isa", [](const std::string &name) {
-        try {
-            set_isa(name);
-        } catch (const std::invalid_argument &e) {
-            throw py::value_error(e.what());
-        }
-    }, py::arg("name"));
+    mod.def(
+        "set_isa",
+        [](const std::string &name) {
+            try {
+                set_isa(name);
+            } catch (const std::invalid_argument &e) {
+                throw py::value_error(e.what());
+            }
+        },
+        py::arg("name"));
     mod.def("cpu_features", [] {
         const CpuFeatures &f = cpu_features();
         py::dict d;
-        d["avx2"] = f.avx2; d["fma"] = f.fma; d["f16c"] = f.f16c; d["avx512f"] = f.avx512f;
-        d["avx512bw"] = f.avx512bw; d["avx512vl"] = f.avx512vl; d["avx512dq"] = f.avx512dq;
-        d["avx512vnni"] = f.avx512vnni; d["avxvnni"] = f.avxvnni; d["neon"] = f.neon;
+        d["avx2"] = f.avx2;
+        d["fma"] = f.fma;
+        d["f16c"] = f.f16c;
+        d["avx512f"] = f.avx512f;
+        d["avx512bw"] = f.avx512bw;
+        d["avx512vl"] = f.avx512vl;
+        d["avx512dq"] = f.avx512dq;
+        d["avx512vnni"] = f.avx512vnni;
+        d["avxvnni"] = f.avxvnni;
+        d["neon"] = f.neon;
         d["dotprod"] = f.dotprod;
         return d;
     });

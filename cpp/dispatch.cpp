@@ -15,11 +15,17 @@
 namespace phirt {
 
 #if !defined(PHIRT_HAVE_X86_SIMD)
-const DotKernels *dot_kernels_avx2() { return nullptr; }
-const DotKernels *dot_kernels_avx512() { return nullptr; }
+const DotKernels *dot_kernels_avx2() {
+    return nullptr;
+}
+const DotKernels *dot_kernels_avx512() {
+    return nullptr;
+}
 #endif
 #if !defined(PHIRT_HAVE_NEON)
-const DotKernels *dot_kernels_neon() { return nullptr; }
+const DotKernels *dot_kernels_neon() {
+    return nullptr;
+}
 #endif
 
 namespace {
@@ -75,12 +81,14 @@ const DotKernels *lookup(const std::string &name) {
     for (const auto &c : kCandidates) {
         if (name != c.name) continue;
         const DotKernels *t = c.table();
-        if (t == nullptr) throw std::invalid_argument("ISA '" + name + "' is not compiled into this build");
+        if (t == nullptr)
+            throw std::invalid_argument("ISA '" + name + "' is not compiled into this build");
         if (!c.supported(cpu_features()))
             throw std::invalid_argument("ISA '" + name + "' is not supported by this CPU");
         return t;
     }
-    throw std::invalid_argument("unknown ISA '" + name + "' (expected scalar, avx2, avx512 or neon)");
+    throw std::invalid_argument("unknown ISA '" + name +
+                                "' (expected scalar, avx2, avx512 or neon)");
 }
 
 const DotKernels *initial_table() {
@@ -114,6 +122,8 @@ const DotKernels &active_kernels() {
     return *t;
 }
 
-void set_isa(const std::string &name) { g_active.store(lookup(name), std::memory_order_release); }
+void set_isa(const std::string &name) {
+    g_active.store(lookup(name), std::memory_order_release);
+}
 
 }  // namespace phirt

@@ -3,7 +3,8 @@
 // Layouts follow ggml/src/ggml-common.h (llama.cpp). Every struct mirrors the file exactly and is
 // checked with static_assert, so weights are used straight from the memory map. This header is
 // shared by baseline and SIMD translation units, so every helper here is `static inline`: each
-// object file keeps its own copy and the linker can never pick an AVX-compiled one for baseline code.
+// object file keeps its own copy and the linker can never pick an AVX-compiled one for baseline
+// code.
 #pragma once
 
 #include <cstddef>
@@ -172,8 +173,8 @@ static inline float fp16_to_fp32(ggml_half h) {
     const float magic_bias = 0.5f;
     const float denormalized = fp32_from_bits((two_w >> 17) | magic_mask) - magic_bias;
     const uint32_t denormalized_cutoff = 1u << 27;
-    const uint32_t result =
-        sign | (two_w < denormalized_cutoff ? fp32_to_bits(denormalized) : fp32_to_bits(normalized));
+    const uint32_t result = sign | (two_w < denormalized_cutoff ? fp32_to_bits(denormalized)
+                                                                : fp32_to_bits(normalized));
     return fp32_from_bits(result);
 }
 
@@ -196,7 +197,9 @@ static inline ggml_half fp32_to_fp16(float f) {
     return (ggml_half)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
 }
 
-static inline float bf16_to_fp32(ggml_bf16 h) { return fp32_from_bits((uint32_t)h << 16); }
+static inline float bf16_to_fp32(ggml_bf16 h) {
+    return fp32_from_bits((uint32_t)h << 16);
+}
 
 // float -> bfloat16, round to nearest even; NaN stays a quiet NaN (as ggml).
 static inline ggml_bf16 fp32_to_bf16(float f) {

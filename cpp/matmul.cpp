@@ -25,18 +25,41 @@ struct ActFormat {
 
 bool act_format(const DotKernels &kern, int type, ActFormat *f) {
     switch ((GgmlType)type) {
-        case GgmlType::Q4_0: *f = {kern.to_q8_0, kern.q4_0_q8_0, QK8_0, sizeof(block_q8_0)}; return true;
-        case GgmlType::Q5_0: *f = {kern.to_q8_0, kern.q5_0_q8_0, QK8_0, sizeof(block_q8_0)}; return true;
-        case GgmlType::Q8_0: *f = {kern.to_q8_0, kern.q8_0_q8_0, QK8_0, sizeof(block_q8_0)}; return true;
-        case GgmlType::Q4_1: *f = {kern.to_q8_1, kern.q4_1_q8_1, QK8_1, sizeof(block_q8_1)}; return true;
-        case GgmlType::Q5_1: *f = {kern.to_q8_1, kern.q5_1_q8_1, QK8_1, sizeof(block_q8_1)}; return true;
-        case GgmlType::Q4_K: *f = {kern.to_q8_K, kern.q4_K_q8_K, QK_K, sizeof(block_q8_K)}; return true;
-        case GgmlType::Q5_K: *f = {kern.to_q8_K, kern.q5_K_q8_K, QK_K, sizeof(block_q8_K)}; return true;
-        case GgmlType::Q6_K: *f = {kern.to_q8_K, kern.q6_K_q8_K, QK_K, sizeof(block_q8_K)}; return true;
-        case GgmlType::F16: *f = {kern.to_f16, kern.f16_f16, 1, 2}; return true;
-        case GgmlType::BF16: *f = {kern.to_bf16, kern.bf16_bf16, 1, 2}; return true;
-        case GgmlType::F32: *f = {nullptr, kern.f32_f32, 1, 4}; return true;
-        default: return false;
+        case GgmlType::Q4_0:
+            *f = {kern.to_q8_0, kern.q4_0_q8_0, QK8_0, sizeof(block_q8_0)};
+            return true;
+        case GgmlType::Q5_0:
+            *f = {kern.to_q8_0, kern.q5_0_q8_0, QK8_0, sizeof(block_q8_0)};
+            return true;
+        case GgmlType::Q8_0:
+            *f = {kern.to_q8_0, kern.q8_0_q8_0, QK8_0, sizeof(block_q8_0)};
+            return true;
+        case GgmlType::Q4_1:
+            *f = {kern.to_q8_1, kern.q4_1_q8_1, QK8_1, sizeof(block_q8_1)};
+            return true;
+        case GgmlType::Q5_1:
+            *f = {kern.to_q8_1, kern.q5_1_q8_1, QK8_1, sizeof(block_q8_1)};
+            return true;
+        case GgmlType::Q4_K:
+            *f = {kern.to_q8_K, kern.q4_K_q8_K, QK_K, sizeof(block_q8_K)};
+            return true;
+        case GgmlType::Q5_K:
+            *f = {kern.to_q8_K, kern.q5_K_q8_K, QK_K, sizeof(block_q8_K)};
+            return true;
+        case GgmlType::Q6_K:
+            *f = {kern.to_q8_K, kern.q6_K_q8_K, QK_K, sizeof(block_q8_K)};
+            return true;
+        case GgmlType::F16:
+            *f = {kern.to_f16, kern.f16_f16, 1, 2};
+            return true;
+        case GgmlType::BF16:
+            *f = {kern.to_bf16, kern.bf16_bf16, 1, 2};
+            return true;
+        case GgmlType::F32:
+            *f = {nullptr, kern.f32_f32, 1, 4};
+            return true;
+        default:
+            return false;
     }
 }
 
@@ -88,7 +111,8 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
         if ((int64_t)scratch.size() < act_row_bytes * m) scratch.resize(act_row_bytes * m);
         uint8_t *dst = scratch.data();
         const int64_t k = w.k;
-        pool.run(m, [&](int64_t row, int) { f.convert(x + row * k, dst + row * act_row_bytes, k); });
+        pool.run(m,
+                 [&](int64_t row, int) { f.convert(x + row * k, dst + row * act_row_bytes, k); });
         act = dst;
     }
 
@@ -113,7 +137,8 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
         const int64_t c0 = (t / row_tiles) * kColsPerTile, c1 = std::min(m, c0 + kColsPerTile);
         for (int64_t r = r0; r < r1; ++r) {
             const uint8_t *wr = w.data + r * w.row_bytes;
-            for (int64_t c = c0; c < c1; ++c) y[c * n + r] = f.dot(w.k, wr, act + c * act_row_bytes);
+            for (int64_t c = c0; c < c1; ++c)
+                y[c * n + r] = f.dot(w.k, wr, act + c * act_row_bytes);
         }
     });
 }

@@ -47,7 +47,8 @@ void layer_norm(const float *x, const float *w, const float *b, float eps, int64
 }
 
 void rope(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_dim, int64_t n_rot,
-          float freq_base, float freq_scale, const float *freq_factors, float attn_factor, bool neox) {
+          float freq_base, float freq_scale, const float *freq_factors, float attn_factor,
+          bool neox) {
     // Angles advance by repeated multiplication, exactly as ggml_rope_cache_init does.
     const float theta_scale = std::pow(freq_base, -2.0f / (float)n_rot);
     std::vector<float> cos_sin(n_rot);
@@ -90,7 +91,8 @@ void softmax(float *x, int64_t m, int64_t n) {
     }
 }
 
-void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t in_stride, float *y) {
+void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t in_stride,
+              float *y) {
     for (int64_t r = 0; r < m; ++r) {
         const float *g = gate + r * in_stride;
         const float *u = up + r * in_stride;
@@ -107,7 +109,8 @@ const std::vector<ggml_half> &gelu_table() {
         constexpr float kCoef = 0.044715f;
         for (uint32_t i = 0; i < t.size(); ++i) {
             const float v = fp16_to_fp32((ggml_half)i);
-            t[i] = fp32_to_fp16(0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * v * (1.0f + kCoef * v * v))));
+            t[i] = fp32_to_fp16(0.5f * v *
+                                (1.0f + std::tanh(kSqrt2OverPi * v * (1.0f + kCoef * v * v))));
         }
         return t;
     }();

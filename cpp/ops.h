@@ -19,13 +19,15 @@ void layer_norm(const float *x, const float *w, const float *b, float eps, int64
 // by angle pos·base^(-2i/n_rot)·freq_scale/freq_factors[i]; cos/sin scaled by attn_factor.
 // neox pairs (i, i + n_rot/2) (Phi, NeoX); otherwise adjacent pairs (2i, 2i+1) (Llama).
 void rope(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_dim, int64_t n_rot,
-          float freq_base, float freq_scale, const float *freq_factors, float attn_factor, bool neox);
+          float freq_base, float freq_scale, const float *freq_factors, float attn_factor,
+          bool neox);
 
 // Row softmax in place.
 void softmax(float *x, int64_t m, int64_t n);
 
 // y (m, f) = silu(gate) * up, with gate/up rows of stride `in_stride` floats.
-void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t in_stride, float *y);
+void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t in_stride,
+              float *y);
 
 // GELU (tanh form) through ggml's f16 table: y = f16(gelu(f16(x))) for |x| < 10.
 void gelu(const float *x, int64_t n, float *y);

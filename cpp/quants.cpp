@@ -33,7 +33,9 @@ void min_max(const float *x, int n, float *min, float *max) {
 }
 
 // Round half away from zero (C roundf), as the reference Q8_0 quantizer does.
-int8_t round_away(float v) { return (int8_t)std::roundf(v); }
+int8_t round_away(float v) {
+    return (int8_t)std::roundf(v);
+}
 
 }  // namespace
 
@@ -322,35 +324,81 @@ void dequantize_row_bf16(const ggml_bf16 *x, float *y, int64_t k) {
 
 bool quantize_row(int type_id, const float *x, void *y, int64_t k) {
     switch ((GgmlType)type_id) {
-        case GgmlType::F32: std::memcpy(y, x, k * sizeof(float)); return true;
-        case GgmlType::F16: quantize_row_f16_ref(x, (ggml_half *)y, k); return true;
-        case GgmlType::BF16: quantize_row_bf16_ref(x, (ggml_bf16 *)y, k); return true;
-        case GgmlType::Q4_0: quantize_row_q4_0_ref(x, (block_q4_0 *)y, k); return true;
-        case GgmlType::Q4_1: quantize_row_q4_1_ref(x, (block_q4_1 *)y, k); return true;
-        case GgmlType::Q5_0: quantize_row_q5_0_ref(x, (block_q5_0 *)y, k); return true;
-        case GgmlType::Q5_1: quantize_row_q5_1_ref(x, (block_q5_1 *)y, k); return true;
-        case GgmlType::Q8_0: quantize_row_q8_0_ref(x, (block_q8_0 *)y, k); return true;
-        case GgmlType::Q4_K: quantize_row_q4_K_ref(x, (block_q4_K *)y, k); return true;
-        case GgmlType::Q5_K: quantize_row_q5_K_ref(x, (block_q5_K *)y, k); return true;
-        case GgmlType::Q6_K: quantize_row_q6_K_ref(x, (block_q6_K *)y, k); return true;
-        default: return false;
+        case GgmlType::F32:
+            std::memcpy(y, x, k * sizeof(float));
+            return true;
+        case GgmlType::F16:
+            quantize_row_f16_ref(x, (ggml_half *)y, k);
+            return true;
+        case GgmlType::BF16:
+            quantize_row_bf16_ref(x, (ggml_bf16 *)y, k);
+            return true;
+        case GgmlType::Q4_0:
+            quantize_row_q4_0_ref(x, (block_q4_0 *)y, k);
+            return true;
+        case GgmlType::Q4_1:
+            quantize_row_q4_1_ref(x, (block_q4_1 *)y, k);
+            return true;
+        case GgmlType::Q5_0:
+            quantize_row_q5_0_ref(x, (block_q5_0 *)y, k);
+            return true;
+        case GgmlType::Q5_1:
+            quantize_row_q5_1_ref(x, (block_q5_1 *)y, k);
+            return true;
+        case GgmlType::Q8_0:
+            quantize_row_q8_0_ref(x, (block_q8_0 *)y, k);
+            return true;
+        case GgmlType::Q4_K:
+            quantize_row_q4_K_ref(x, (block_q4_K *)y, k);
+            return true;
+        case GgmlType::Q5_K:
+            quantize_row_q5_K_ref(x, (block_q5_K *)y, k);
+            return true;
+        case GgmlType::Q6_K:
+            quantize_row_q6_K_ref(x, (block_q6_K *)y, k);
+            return true;
+        default:
+            return false;
     }
 }
 
 bool dequantize_row(int type_id, const void *x, float *y, int64_t k) {
     switch ((GgmlType)type_id) {
-        case GgmlType::F32: std::memcpy(y, x, k * sizeof(float)); return true;
-        case GgmlType::F16: dequantize_row_f16((const ggml_half *)x, y, k); return true;
-        case GgmlType::BF16: dequantize_row_bf16((const ggml_bf16 *)x, y, k); return true;
-        case GgmlType::Q4_0: dequantize_row_q4_0((const block_q4_0 *)x, y, k); return true;
-        case GgmlType::Q4_1: dequantize_row_q4_1((const block_q4_1 *)x, y, k); return true;
-        case GgmlType::Q5_0: dequantize_row_q5_0((const block_q5_0 *)x, y, k); return true;
-        case GgmlType::Q5_1: dequantize_row_q5_1((const block_q5_1 *)x, y, k); return true;
-        case GgmlType::Q8_0: dequantize_row_q8_0((const block_q8_0 *)x, y, k); return true;
-        case GgmlType::Q4_K: dequantize_row_q4_K((const block_q4_K *)x, y, k); return true;
-        case GgmlType::Q5_K: dequantize_row_q5_K((const block_q5_K *)x, y, k); return true;
-        case GgmlType::Q6_K: dequantize_row_q6_K((const block_q6_K *)x, y, k); return true;
-        default: return false;
+        case GgmlType::F32:
+            std::memcpy(y, x, k * sizeof(float));
+            return true;
+        case GgmlType::F16:
+            dequantize_row_f16((const ggml_half *)x, y, k);
+            return true;
+        case GgmlType::BF16:
+            dequantize_row_bf16((const ggml_bf16 *)x, y, k);
+            return true;
+        case GgmlType::Q4_0:
+            dequantize_row_q4_0((const block_q4_0 *)x, y, k);
+            return true;
+        case GgmlType::Q4_1:
+            dequantize_row_q4_1((const block_q4_1 *)x, y, k);
+            return true;
+        case GgmlType::Q5_0:
+            dequantize_row_q5_0((const block_q5_0 *)x, y, k);
+            return true;
+        case GgmlType::Q5_1:
+            dequantize_row_q5_1((const block_q5_1 *)x, y, k);
+            return true;
+        case GgmlType::Q8_0:
+            dequantize_row_q8_0((const block_q8_0 *)x, y, k);
+            return true;
+        case GgmlType::Q4_K:
+            dequantize_row_q4_K((const block_q4_K *)x, y, k);
+            return true;
+        case GgmlType::Q5_K:
+            dequantize_row_q5_K((const block_q5_K *)x, y, k);
+            return true;
+        case GgmlType::Q6_K:
+            dequantize_row_q6_K((const block_q6_K *)x, y, k);
+            return true;
+        default:
+            return false;
     }
 }
 

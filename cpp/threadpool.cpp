@@ -22,16 +22,21 @@ namespace {
 constexpr int kSpinIterations = 4000;
 constexpr int kCallerSpins = 2000;  // then the caller yields its core to late workers
 constexpr int kMaxThreads = 256;
+}  // namespace
+
+ThreadPool::ThreadPool(int n_threads) {
+    start_workers(n_threads);
 }
 
-ThreadPool::ThreadPool(int n_threads) { start_workers(n_threads); }
-
-ThreadPool::~ThreadPool() { stop_workers(); }
+ThreadPool::~ThreadPool() {
+    stop_workers();
+}
 
 void ThreadPool::start_workers(int n_threads) {
     // New workers start from the current generation so they do not run a finished job.
     const uint64_t seen = generation_.load(std::memory_order_acquire);
-    for (int i = 1; i < n_threads; ++i) workers_.emplace_back(&ThreadPool::worker_loop, this, i, seen);
+    for (int i = 1; i < n_threads; ++i)
+        workers_.emplace_back(&ThreadPool::worker_loop, this, i, seen);
     size_.store((int)workers_.size() + 1, std::memory_order_release);
 }
 
@@ -136,6 +141,8 @@ void set_num_threads(int n) {
     if (pool.size() != n) pool.resize(n);
 }
 
-int get_num_threads() { return global_pool().size(); }
+int get_num_threads() {
+    return global_pool().size();
+}
 
 }  // namespace phirt
