@@ -1,15 +1,464 @@
-// avx512 twin of dot_ref.cpp. Compiled with per-file ISA flags; shares no inline code with
-// baseline files except formats.h's static inline helpers.
-#include "../dot.h"
+// AVX-512 (F/BW/VL/DQ + VNNI) twin of dot_ref.cpp: the converters' bytes are the scalar spec's,
+// dot products differ from it only in float summation order.
+//
+// Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni (plus AVX2/FMA/F16C).
+// Everything but dot_kernels_avx512() has internal linkage, so no AVX-512 code can reach a
+// baseline caller through the linker. Activation converters and axpy come from x86_common.h.
+//
+// Legacy blocks (32 elements) go two per 512-bit vector and eight per step: VPDPBUSD sums
+// unsigned weight nibbles × signed activations, offsets (q - 8, q - 16) are subtracted with a
+// second VPDPBUSD of the constant against the activations, and an interleave tree leaves the
+// sums of eight blocks in one vector, so each step needs one int->float conversion and one FMA.
+// K-quants use VPMADDUBSW for the 4-8 bit products and VPDPWSSD to apply the sub-block scales.
+#include "x86_common.h"
 
 namespace phirt {
 
+namespace {
+
+inline __m512i load512(const void *p) {
+    return _mm512_loadu_si512(p);
+}
+
+// [a | b] from two 32-byte loads.
+inline __m512i load2x256(const void *a, const void *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(load256(a)), load256(b), 1);
+}
+
+inline __m512i dpbusd(__m512i u, __m512i s) {
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+}
+inline __m256i dpbusd(__m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+
+// ---------------------------------------------------------------- legacy quant dots (blocks of 32)
+
+// Blocks go 16 per iteration (two steps of 8). The lane order combine8 leaves a step's blocks
+// in is (per 128-bit lane) 0 2 4 6 | 0 2 4 6 | 1 3 5 7 | 1 3 5 7, so scales are produced in the
+// order below and spread8 picks each step's half.
+inline __m512i scale_order() {
+    return _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+}
+
+// Products of the fp16 values in the low 16 bits of each int32 lane of a and b.
+inline __m512 halves_product(__m512i a, __m512i b) {
+    return _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(a)),
+                         _mm512_cvtph_ps(_mm512_cvtepi32_epi16(b)));
+}
+
+// d_w·d_x (and m_w·s_x) of 16 blocks in scale_order(). Each gather reads the 4 bytes at a
+// block's start (d, then m or s or the first quants), which stay inside the block.
+struct GatherScales {
+    int sw, sx;
+    void operator()(const uint8_t *w, const uint8_t *x, __m512 *d, __m512 *m) const {
+        const __m512i order = scale_order();
+        const __m512i gw =
+            _mm512_i32gather_epi32(_mm512_mullo_epi32(order, _mm512_set1_epi32(sw)), w, 1);
+        const __m512i gx =
+            _mm512_i32gather_epi32(_mm512_mullo_epi32(order, _mm512_set1_epi32(sx)), x, 1);
+        *d = halves_product(gw, gx);
+        if (m != nullptr) *m = halves_product(_mm512_srli_epi32(gw, 16), _mm512_srli_epi32(gx, 16));
+    }
+};
+
+// Q4_0 weights: 8 blocks of 18 bytes fit in 128, so each step's d come from two loads and one
+// VPERMT2W instead of a gather (d of block i is 16-bit word 9·i).
+struct Q4_0Scales {
+    void operator()(const uint8_t *w, const uint8_t *x, __m512 *d, __m512 *) const {
+        const __m512i idx = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  //
+                                             0, 0, 0, 0, 0, 0, 0, 0, 63, 45, 27, 9, 54, 36, 18, 0);
+        const uint8_t *w8 =
+            w + 8 * sizeof(block_q4_0);  // 16 blocks: 288 bytes, both windows inside
+        const __m128i h0 =
+            _mm512_castsi512_si128(_mm512_permutex2var_epi16(load512(w), idx, load512(w + 64)));
+        const __m128i h1 =
+            _mm512_castsi512_si128(_mm512_permutex2var_epi16(load512(w8), idx, load512(w8 + 64)));
+        const __m256i hw = _mm256_inserti128_si256(_mm256_castsi128_si256(h0), h1, 1);
+        const __m512i gx = _mm512_i32gather_epi32(
+            _mm512_mullo_epi32(scale_order(), _mm512_set1_epi32(sizeof(block_q8_0))), x, 1);
+        *d = _mm512_mul_ps(_mm512_cvtph_ps(hw), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(gx)));
+    }
+};
+
+// Int32 partial sums of 8 blocks given as pairs [i ×8 | i+1 ×8] -> one vector whose 128-bit
+// lanes hold blocks (0 2 4 6), (0 2 4 6), (1 3 5 7), (1 3 5 7).
+inline __m512i combine8(__m512i r01, __m512i r23, __m512i r45, __m512i r67) {
+    const __m512i a =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(r01, r23), _mm512_unpackhi_epi32(r01, r23));
+    const __m512i b =
+        _mm512_add_epi32(_mm512_unpacklo_epi32(r45, r67), _mm512_unpackhi_epi32(r45, r67));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+}
+
+// One step's 8 scales (half h of scale_order) spread to combine8's layout.
+inline __m512 spread8(__m512 s, int h) {
+    return h == 0 ? _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(1, 1, 0, 0))
+                  : _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(3, 3, 2, 2));
+}
+
+// Σ_b d_w·d_x·(integer dot of block b) [+ Σ_b m_w·s_x when kMins].
+// pair(i): int32 partial sums [block i ×8 | block i+1 ×8]; one(i): 8 partial sums of block i.
+// kHi16: pair() leaves the 2nd and 4th 128-bit lanes 16× too large (see nibbles2_x16).
+template <bool kMins, bool kHi16 = false, class Scales, class Pair, class One>
+float sum_blocks(const void *vw, int sw, const void *vx, int sx, int64_t nb, Scales scales,
+                 Pair pair, One one) {
+    const auto *w = static_cast<const uint8_t *>(vw);
+    const auto *x = static_cast<const uint8_t *>(vx);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+    int64_t ib = 0;
+    for (; ib + 16 <= nb; ib += 16) {  // two independent steps of 8 blocks
+        __m512 d, m;
+        scales(w + ib * sw, x + ib * sx, &d, kMins ? &m : nullptr);
+        const __m512i r0 = combine8(pair(ib), pair(ib + 2), pair(ib + 4), pair(ib + 6));
+        const __m512i r1 = combine8(pair(ib + 8), pair(ib + 10), pair(ib + 12), pair(ib + 14));
+        acc0 = _mm512_fmadd_ps(spread8(d, 0), _mm512_cvtepi32_ps(r0), acc0);
+        acc1 = _mm512_fmadd_ps(spread8(d, 1), _mm512_cvtepi32_ps(r1), acc1);
+        if (kMins) accm = _mm512_add_ps(accm, m);
+    }
+    __m512 acc = _mm512_add_ps(acc0, acc1);
+    if (kHi16)  // the 2nd and 4th 128-bit lanes accumulated 16× sums
+        acc = _mm512_mul_ps(acc, _mm512_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f,  //
+                                                1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f));
+    __m256 tail = _mm256_setzero_ps();
+    float summ = 0.0f;
+    for (; ib < nb; ++ib) {
+        ggml_half h[4];
+        std::memcpy(h, w + ib * sw, kMins ? 4 : 2);
+        std::memcpy(h + 2, x + ib * sx, kMins ? 4 : 2);
+        tail = _mm256_fmadd_ps(_mm256_set1_ps(h2f(h[0]) * h2f(h[2])), _mm256_cvtepi32_ps(one(ib)),
+                               tail);
+        if (kMins) summ += h2f(h[1]) * h2f(h[3]);
+    }
+    float sum = _mm512_reduce_add_ps(acc) + hsum(tail);
+    if (kMins) sum += _mm512_reduce_add_ps(accm) + summ;
+    return sum;
+}
+
+// Nibbles of blocks a and b as bytes, [a elements 0..31 | b elements 0..31]: each 16-byte qs is
+// broadcast to two 128-bit lanes and only the second lane of each pair is shifted.
+inline __m512i nibbles2(const uint8_t *qa, const uint8_t *qb) {
+    __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(qa)));
+    q = _mm512_mask_broadcast_i32x4(q, 0xFF00,
+                                    _mm_loadu_si128(reinterpret_cast<const __m128i *>(qb)));
+    return _mm512_and_si512(_mm512_srlv_epi64(q, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)),
+                            _mm512_set1_epi8(0x0F));
+}
+
+// Nibbles of blocks a and b without a shift: 128-bit lanes [a & 0x0F | a & 0xF0 | b & 0x0F | b &
+// 0xF0], i.e. the high nibbles (elements 16..31) are kept 16× as large. VPDPBUSD takes them
+// unsigned (up to 240) with no overflow, the lanes stay apart through combine8, and the factor 16
+// is divided out of the matching scales (exactly: a power of two).
+inline __m512i nibbles2_x16(const uint8_t *qa, const uint8_t *qb) {
+    __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i *>(qa)));
+    q = _mm512_mask_broadcast_i32x4(q, 0xFF00,
+                                    _mm_loadu_si128(reinterpret_cast<const __m128i *>(qb)));
+    return _mm512_and_si512(
+        q, _mm512_setr_epi64(0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, -0x0F0F0F0F0F0F0F10,
+                             -0x0F0F0F0F0F0F0F10, 0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F,
+                             -0x0F0F0F0F0F0F0F10, -0x0F0F0F0F0F0F0F10));
+}
+
+// Adds 16 to the bytes of nibbles2's result whose fifth bit is set (bit j of qh = element j).
+inline __m512i add_high_bits2(__m512i q, const uint8_t *qha, const uint8_t *qhb) {
+    uint32_t a, b;
+    std::memcpy(&a, qha, 4);
+    std::memcpy(&b, qhb, 4);
+    const __mmask64 k = (uint64_t)a | ((uint64_t)b << 32);
+    return _mm512_mask_add_epi8(q, k, q, _mm512_set1_epi8(16));
+}
+
+float dot_q4_0_q8_0(int64_t n, const void *vw, const void *vx) {
+    const auto *w = static_cast<const block_q4_0 *>(vw);
+    const auto *x = static_cast<const block_q8_0 *>(vx);
+    // Σ(q - 8)·x = Σ q·x - Σ 8·x with q unsigned for VPDPBUSD (8·16 in the 16× lanes).
+    const __m512i off = _mm512_setr_epi64(
+        0x0808080808080808, 0x0808080808080808, 0x8080808080808080, 0x8080808080808080,
+        0x0808080808080808, 0x0808080808080808, 0x8080808080808080, 0x8080808080808080);
+    return sum_blocks<false, true>(
+        w, sizeof(*w), x, sizeof(*x), n / QK8_0, Q4_0Scales{},
+        [&](int64_t i) {
+            const __m512i xv = load2x256(x[i].qs, x[i + 1].qs);
+            return _mm512_sub_epi32(dpbusd(nibbles2_x16(w[i].qs, w[i + 1].qs), xv),
+                                    dpbusd(off, xv));
+        },
+        [&](int64_t i) {
+            const __m256i xv = load256(x[i].qs);
+            return _mm256_sub_epi32(dpbusd(nibbles(w[i].qs), xv), dpbusd(_mm256_set1_epi8(8), xv));
+        });
+}
+
+float dot_q4_1_q8_1(int64_t n, const void *vw, const void *vx) {
+    const auto *w = static_cast<const block_q4_1 *>(vw);
+    const auto *x = static_cast<const block_q8_1 *>(vx);
+    return sum_blocks<true, true>(
+        w, sizeof(*w), x, sizeof(*x), n / QK8_1, GatherScales{sizeof(*w), sizeof(*x)},
+        [&](int64_t i) {
+            return dpbusd(nibbles2_x16(w[i].qs, w[i + 1].qs), load2x256(x[i].qs, x[i + 1].qs));
+        },
+        [&](int64_t i) { return dpbusd(nibbles(w[i].qs), load256(x[i].qs)); });
+}
+
+float dot_q5_0_q8_0(int64_t n, const void *vw, const void *vx) {
+    const auto *w = static_cast<const block_q5_0 *>(vw);
+    const auto *x = static_cast<const block_q8_0 *>(vx);
+    return sum_blocks<false>(
+        w, sizeof(*w), x, sizeof(*x), n / QK8_0, GatherScales{sizeof(*w), sizeof(*x)},
+        [&](int64_t i) {
+            const __m512i q = add_high_bits2(nibbles2(w[i].qs, w[i + 1].qs), w[i].qh, w[i + 1].qh);
+            const __m512i xv = load2x256(x[i].qs, x[i + 1].qs);
+            return _mm512_sub_epi32(dpbusd(q, xv), dpbusd(_mm512_set1_epi8(16), xv));
+        },
+        [&](int64_t i) {
+            const __m256i xv = load256(x[i].qs);
+            const __m256i q = _mm256_or_si256(nibbles(w[i].qs), q5_high_bits(w[i].qh));
+            return _mm256_sub_epi32(dpbusd(q, xv), dpbusd(_mm256_set1_epi8(16), xv));
+        });
+}
+
+float dot_q5_1_q8_1(int64_t n, const void *vw, const void *vx) {
+    const auto *w = static_cast<const block_q5_1 *>(vw);
+    const auto *x = static_cast<const block_q8_1 *>(vx);
+    return sum_blocks<true>(
+        w, sizeof(*w), x, sizeof(*x), n / QK8_1, GatherScales{sizeof(*w), sizeof(*x)},
+        [&](int64_t i) {
+            const __m512i q = add_high_bits2(nibbles2(w[i].qs, w[i + 1].qs), w[i].qh, w[i + 1].qh);
+            return dpbusd(q, load2x256(x[i].qs, x[i + 1].qs));
+        },
+        [&](int64_t i) {
+            return dpbusd(_mm256_or_si256(nibbles(w[i].qs), q5_high_bits(w[i].qh)),
+                          load256(x[i].qs));
+        });
+}
+
+// Signed×signed: bias the activations to unsigned, Σ(x + 128)·w - 128·Σw, exact for all bytes.
+float dot_q8_0_q8_0(int64_t n, const void *vw, const void *vx) {
+    const auto *w = static_cast<const block_q8_0 *>(vw);
+    const auto *x = static_cast<const block_q8_0 *>(vx);
+    return sum_blocks<false>(
+        w, sizeof(*w), x, sizeof(*x), n / QK8_0, GatherScales{sizeof(*w), sizeof(*x)},
+        [&](int64_t i) {
+            const __m512i wv = load2x256(w[i].qs, w[i + 1].qs);
+            const __m512i xu =
+                _mm512_xor_si512(load2x256(x[i].qs, x[i + 1].qs), _mm512_set1_epi8((char)0x80));
+            return _mm512_sub_epi32(dpbusd(xu, wv), dpbusd(_mm512_set1_epi8((char)0x80), wv));
+        },
+        [&](int64_t i) {
+            const __m256i wv = load256(w[i].qs);
+            const __m256i xu = _mm256_xor_si256(load256(x[i].qs), _mm256_set1_epi8((char)0x80));
+            return _mm256_sub_epi32(dpbusd(xu, wv), dpbusd(_mm256_set1_epi8((char)0x80), wv));
+        });
+}
+
+// ---------------------------------------------------------------- K-quant dots (blocks of 256)
+
+// 16-bit scale vector: word `a` of every 128-bit lane of `sc` in the low 256 bits, word `b` in
+// the high 256 bits (sc holds 8 int16 scales, repeated in each 128-bit lane).
+inline __m512i scale_halves(__m512i sc, int a, int b) {
+    const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi16((short)(0x0100 + 0x0202 * a)),
+                                           _mm256_set1_epi16((short)(0x0100 + 0x0202 * b)), 1);
+    return _mm512_shuffle_epi8(sc, idx);
+}
+
+// 32 bytes of 4-bit pairs -> [low nibbles | high nibbles] (sub-blocks 2j and 2j+1 of Q4_K/Q5_K).
+inline __m512i nibbles_k(const uint8_t *q) {
+    const __m512i b = _mm512_broadcast_i64x4(load256(q));
+    return _mm512_and_si512(_mm512_srlv_epi64(b, _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4)),
+                            _mm512_set1_epi8(0x0F));
+}
+
+// Q4_K and Q5_K (which adds a fifth bit per element from qh).
+template <class Block>
+float dot_q45_K(int64_t n, const void *vw, const void *vx) {
+    constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
+    const auto *w = static_cast<const Block *>(vw);
+    const auto *x = static_cast<const block_q8_K *>(vx);
+    __m512 acc = _mm512_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t ib = 0; ib < n / QK_K; ++ib) {
+        const float d = x[ib].d * h2f(w[ib].d);
+        const float dmin = x[ib].d * h2f(w[ib].dmin);
+        const __m256i sm = k4_scales_mins(w[ib].scales);
+        acc_m =
+            _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_sums(sm, x[ib].bsums)), acc_m);
+        const __m512i sc = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
+        const uint8_t *q = w[ib].qs;
+        const int8_t *a = x[ib].qs;
+        __m512i hb = _mm512_setzero_si512();
+        if constexpr (kQ5) hb = _mm512_broadcast_i64x4(load256(w[ib].qh));
+        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+        for (int j = 0; j < QK_K / 64; j += 2, q += 64, a += 128) {
+            __m512i q0 = nibbles_k(q), q1 = nibbles_k(q + 32);
+            if constexpr (kQ5) {  // fifth bit: qh bit 2j for sub-block 2j, bit 2j+1 for sub-block
+                                  // 2j+1
+                const __m512i b0 = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * j))),
+                                                      _mm256_set1_epi8((char)(2 << (2 * j))), 1);
+                const __m512i b1 = _mm512_inserti64x4(_mm512_set1_epi8((char)(4 << (2 * j))),
+                                                      _mm256_set1_epi8((char)(8 << (2 * j))), 1);
+                q0 = _mm512_mask_add_epi8(q0, _mm512_test_epi8_mask(hb, b0), q0,
+                                          _mm512_set1_epi8(16));
+                q1 = _mm512_mask_add_epi8(q1, _mm512_test_epi8_mask(hb, b1), q1,
+                                          _mm512_set1_epi8(16));
+            }
+            s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(q0, load512(a)),
+                                     scale_halves(sc, 2 * j, 2 * j + 1));
+            s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(q1, load512(a + 64)),
+                                     scale_halves(sc, 2 * j + 2, 2 * j + 3));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    return _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(acc_m);
+}
+
+float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
+    return dot_q45_K<block_q4_K>(n, vw, vx);
+}
+float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
+    return dot_q45_K<block_q5_K>(n, vw, vx);
+}
+
+// Q6_K: q in [0, 63] is used unsigned; the -32 offset is 32·Σ_s sc_s·bsums_s, from the
+// activation's group sums (groups of 16 match Q6_K's sub-blocks).
+float dot_q6_K_q8_K(int64_t n, const void *vw, const void *vx) {
+    const auto *w = static_cast<const block_q6_K *>(vw);
+    const auto *x = static_cast<const block_q8_K *>(vx);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30);
+    // word k of each 128-bit lane k: sub-block k (then k + 4) of the current 128-element half
+    const __m512i lane_lo = _mm512_set_epi64(
+        0x0706070607060706, 0x0706070607060706, 0x0504050405040504, 0x0504050405040504,
+        0x0302030203020302, 0x0302030203020302, 0x0100010001000100, 0x0100010001000100);
+    const __m512i lane_hi = _mm512_add_epi8(lane_lo, _mm512_set1_epi8(8));
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < n / QK_K; ++ib) {
+        const float d = x[ib].d * h2f(w[ib].d);
+        const __m256i sc16 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w[ib].scales)));
+        const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(x[ib].bsums)), 5);
+        const uint8_t *ql = w[ib].ql, *qh = w[ib].qh;
+        const int8_t *a = x[ib].qs;
+        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+        for (int half = 0; half < 2; ++half, ql += 64, qh += 32, a += 128) {
+            const __m512i sc = _mm512_broadcast_i32x4(
+                half == 0 ? _mm256_castsi256_si128(sc16) : _mm256_extracti128_si256(sc16, 1));
+            const __m512i l = load512(ql);
+            const __m512i h = _mm512_broadcast_i64x4(load256(qh));
+            // elements 0..63: low nibbles of ql[0..63], high bits 0-1 (then 2-3) of qh[0..31]
+            const __m512i h01 = _mm512_and_si512(
+                _mm512_sllv_epi64(h, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), m2);
+            const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, m4), h01);
+            // elements 64..127: high nibbles of ql[0..63], high bits 4-5 (then 6-7)
+            const __m512i h23 = _mm512_and_si512(
+                _mm512_srlv_epi64(h, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), m2);
+            const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), h23);
+            s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(q01, load512(a)),
+                                     _mm512_shuffle_epi8(sc, lane_lo));
+            s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(q23, load512(a + 64)),
+                                     _mm512_shuffle_epi8(sc, lane_hi));
+        }
+        const __m512i sumi =
+            _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(offset));
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+// ---------------------------------------------------------------- float dots
+
+// Float lanes over chunks of kChunk elements, chunks gathered in double: rounding stays close
+// to the spec's double sum however long the row. load(i, &w, &x) gives 16 values at element i;
+// tail(i) is the spec's product at i (fewer than 16 elements left).
+constexpr int64_t kChunk = 512;
+
+template <class Load, class Tail>
+float dot_float(int64_t n, Load load, Tail tail) {
+    __m512d total = _mm512_setzero_pd();
+    int64_t i = 0;
+    const int64_t n64 = n & ~int64_t(63);
+    while (i < n64) {
+        const int64_t end = n64 < i + kChunk ? n64 : i + kChunk;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (; i < end; i += 64) {
+            __m512 w, x;
+            load(i, &w, &x);
+            a0 = _mm512_fmadd_ps(w, x, a0);
+            load(i + 16, &w, &x);
+            a1 = _mm512_fmadd_ps(w, x, a1);
+            load(i + 32, &w, &x);
+            a2 = _mm512_fmadd_ps(w, x, a2);
+            load(i + 48, &w, &x);
+            a3 = _mm512_fmadd_ps(w, x, a3);
+        }
+        const __m512 s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
+        total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm512_extractf32x8_ps(s, 1)));
+    }
+    if (i + 16 <= n) {  // short rows (attention heads): whole vectors before the scalar tail
+        __m512 a = _mm512_setzero_ps();
+        for (; i + 16 <= n; i += 16) {
+            __m512 w, x;
+            load(i, &w, &x);
+            a = _mm512_fmadd_ps(w, x, a);
+        }
+        total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+        total = _mm512_add_pd(total, _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1)));
+    }
+    double sum = _mm512_reduce_add_pd(total);
+    for (; i < n; ++i) sum += (double)tail(i);
+    return (float)sum;
+}
+
+inline __m512 f16x16_to_f32(const ggml_half *p) {
+    return _mm512_cvtph_ps(load256(p));
+}
+
+inline __m512 bf16x16_to_f32(const ggml_bf16 *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load256(p)), 16));
+}
+
+float dot_f16_f16(int64_t n, const void *vw, const void *vx) {
+    const auto *w = static_cast<const ggml_half *>(vw);
+    const auto *x = static_cast<const ggml_half *>(vx);
+    return dot_float(
+        n,
+        [&](int64_t i, __m512 *a, __m512 *b) {
+            *a = f16x16_to_f32(w + i), *b = f16x16_to_f32(x + i);
+        },
+        [&](int64_t i) { return h2f(w[i]) * h2f(x[i]); });
+}
+
+float dot_bf16_bf16(int64_t n, const void *vw, const void *vx) {
+    const auto *w = static_cast<const ggml_bf16 *>(vw);
+    const auto *x = static_cast<const ggml_bf16 *>(vx);
+    return dot_float(
+        n,
+        [&](int64_t i, __m512 *a, __m512 *b) {
+            *a = bf16x16_to_f32(w + i), *b = bf16x16_to_f32(x + i);
+        },
+        [&](int64_t i) { return bf16_to_fp32(w[i]) * bf16_to_fp32(x[i]); });
+}
+
+float dot_f32_f32(int64_t n, const void *vw, const void *vx) {
+    const auto *w = static_cast<const float *>(vw);
+    const auto *x = static_cast<const float *>(vx);
+    return dot_float(
+        n,
+        [&](int64_t i, __m512 *a, __m512 *b) {
+            *a = _mm512_loadu_ps(w + i), *b = _mm512_loadu_ps(x + i);
+        },
+        [&](int64_t i) { return w[i] * x[i]; });
+}
+
+}  // namespace
+
 const DotKernels *dot_kernels_avx512() {
-    static const DotKernels table = [] {
-        DotKernels t = dot_kernels_scalar();
-        t.isa = "avx512";
-        return t;
-    }();
+    static const DotKernels table = {
+        "avx512",      to_q8_0,       to_q8_1,       to_q8_K,       to_f16,        to_bf16,
+        dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
+        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   axpy_f16,
+    };
     return &table;
 }
 
