@@ -137,6 +137,21 @@ def test_corrupt_files_raise_in_the_api(models, tmp_path: Path) -> None:
             api.load(bad)
 
 
+def test_unsupported_quant_type_is_named(models, tmp_path: Path) -> None:
+    # IQ4_NL (type 20) has Q4_0's block size and bytes: flipping a tensor's type id keeps the file
+    # valid, so the engine itself must say it cannot run that type.
+    data = bytearray(models.phi3("Q4_0", "plain").read_bytes())
+    name = b"blk.0.attn_qkv.weight"
+    type_at = data.find(name) + len(name) + 4 + 2 * 8  # after n_dims (u32) and two u64 dims
+    assert int.from_bytes(data[type_at : type_at + 4], "little") == 2
+    data[type_at : type_at + 4] = (20).to_bytes(4, "little")
+    bad = tmp_path / "iq4nl.gguf"
+    bad.write_bytes(bytes(data))
+    result = phirt("generate", str(bad), "-p", "hi")
+    assert result.returncode == 1
+    assert "blk.0.attn_qkv.weight" in result.stderr and "IQ4_NL" in result.stderr
+
+
 def test_missing_file_is_one_line_error(tmp_path: Path) -> None:
     result = phirt("generate", str(tmp_path / "nope.gguf"), "-p", "hi")
     assert result.returncode == 1
