@@ -1,41 +1,87 @@
-"""Tokenizers built from GGUF metadata, with llama.cpp's semantics.
+"""Tokenizers built from GGUF metadata that give llama.cpp's token ids (src/llama-vocab.cpp).
 
-- `llama` (SentencePiece-style, Phi-3): spaces become U+2581, a space prefix is added at the start
-  and after every special token, then adjacent symbols merge greedily by vocabulary score
-  (llama.cpp's llm_tokenizer_spm); characters missing from the vocabulary fall back to <0xNN>.
-- `gpt2` (byte-level BPE, Phi-4-mini, SmolLM2): the text is split by the pre-tokenizer regexes
-  llama.cpp uses for `tokenizer.ggml.pre`, byte-encoded, then merged by the `tokenizers` library.
+`tokenizer.ggml.model` picks the algorithm:
+- "llama" (SentencePiece-style; Phi-3, Phi-3.5): spaces become U+2581, a space is prefixed to the
+  text and to every fragment after a special token, neighbouring symbols merge by vocabulary score
+  (llm_tokenizer_spm); what no token covers falls back to <0xNN> byte tokens.
+- "gpt2" (byte-level BPE; Phi-2, Phi-4-mini, SmolLM2): the pre-tokenizer regexes llama.cpp uses
+  for `tokenizer.ggml.pre` split the text, then the `tokenizers` library byte-encodes and merges.
 
-Special tokens (control and user-defined) are matched as whole strings first, longest first, as
-llama.cpp's tokenizer_st_partition does; control tokens only when parse_special is true.
+Both cut special tokens (control, user-defined, unknown) out of the text first, longest first
+(tokenizer_st_partition). Decoding is llama-cpp-python's `detokenize`: the pieces joined, control
+tokens dropped unless asked for, and for SentencePiece one leading space removed after a BOS.
 """
 
 from __future__ import annotations
 
+import codecs
 import heapq
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import IntFlag
 from typing import Any
+
+from gguf import GGUFReader, TokenType
 
 from phirt.errors import FormatError, UnsupportedError
 
-# tokenizer.ggml.token_type values
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+__all__ = ["PRE_TOKENIZERS", "Attr", "PreTokenizer", "StreamDecoder", "Tokenizer"]
 
-SPM_SPACE = "\u2581"
+SPM_SPACE = "\u2581"  # SentencePiece's visible space
+_CSPACE = " \t\n\v\f\r"  # C isspace(): what llama.cpp's lstrip/rstrip remove
 
-# Texts that end a turn in the chat formats we know, besides EOS/EOT ids from the metadata.
-END_OF_TURN_TEXTS = {
-    "<|end|>",
-    "<|endoftext|>",
-    "<|im_end|>",
-    "<|eot_id|>",
-    "<|eom_id|>",
-    "<end_of_turn>",
-    "</s>",
+
+class Attr(IntFlag):
+    """Per-token attributes, as llama.cpp's llama_token_attr."""
+
+    UNDEFINED = 0
+    UNKNOWN = 1 << 0
+    UNUSED = 1 << 1
+    NORMAL = 1 << 2
+    CONTROL = 1 << 3  # not text: hidden when decoding unless asked for
+    USER_DEFINED = 1 << 4  # text, but matched whole before tokenizing
+    BYTE = 1 << 5  # <0xNN>
+    LSTRIP = 1 << 7  # eat whitespace on the left when matched in text
+    RSTRIP = 1 << 8  # ... on the right
+
+
+_TYPE_ATTR = {
+    TokenType.NORMAL: Attr.NORMAL,
+    TokenType.UNKNOWN: Attr.UNKNOWN,
+    TokenType.CONTROL: Attr.CONTROL,
+    TokenType.USER_DEFINED: Attr.USER_DEFINED,
+    TokenType.UNUSED: Attr.UNUSED,
+    TokenType.BYTE: Attr.BYTE,
 }
+_SPECIAL = int(Attr.CONTROL | Attr.USER_DEFINED | Attr.UNKNOWN)  # matched whole in text
+_HIDDEN = int(Attr.CONTROL | Attr.UNKNOWN)  # dropped by decode(skip_special=True)
 
+# Texts llama.cpp treats as end of generation (its special_eog_ids list, with the FIM pad / repo /
+# file-separator tokens it also adds); it marks them control whatever their token type says.
+EOG_TEXTS = frozenset(
+    {
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>",
+        "<|calls|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>",
+        "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>", "<eos>",
+        "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+        "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
+        "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
+    }
+)  # fmt: skip
+# Fill-in-the-middle markers llama.cpp also forces to control (they do not end generation).
+_FIM_TEXTS = frozenset(
+    {
+        "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>",
+        "▁<PRE>", "<|code_prefix|>", "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>",
+        "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>",
+        "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>",
+        "<|code_middle|>", "<|middle|>",
+    }
+)  # fmt: skip
+
+# llama.cpp's pre-tokenizer regexes, verbatim (llm_tokenizer_bpe). Where upstream's regex uses
+# \p{Lu}/\p{Ll}, llama.cpp's adaptation is kept: it is what llama.cpp tokenizes with.
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 _CONTRACTIONS = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 _LLAMA3 = (
@@ -46,112 +92,202 @@ _QWEN2 = (
     _CONTRACTIONS
     + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+_UPPER = r"((?=[\p{L}])([^a-z]))"  # llama.cpp's stand-in for [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]
+_LOWER = r"((?=[\p{L}])([^A-Z]))"  # ... and for [\p{Ll}\p{Lm}\p{Lo}\p{M}]
 _GPT4O = (
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
-    + _CONTRACTIONS
-    + r"?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
-    + _CONTRACTIONS
-    + r"?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTIONS}?"
+    rf"|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*{_CONTRACTIONS}?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+_DEFAULT = (r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]")
 
 
 @dataclass(frozen=True)
 class PreTokenizer:
-    regexes: tuple[str, ...]  # applied in order, each splitting the pieces of the previous
-    ignore_merges: bool = False  # a piece that is a whole vocabulary entry skips BPE merges
+    regexes: tuple[str, ...]  # applied in turn, each splitting every piece of the one before
+    ignore_merges: bool = False  # a piece that is already a token skips the merges
+    add_bos: bool = False  # default for tokenizer.ggml.add_bos_token
 
 
-# tokenizer.ggml.pre -> llama.cpp's pre-tokenizer (src/llama-vocab.cpp, llm_tokenizer_bpe)
+_P_GPT2 = PreTokenizer((_GPT2,))
+_P_DIGITS_GPT2 = PreTokenizer((r"\p{N}", _GPT2))
+_P_LLAMA3 = PreTokenizer((_LLAMA3,), ignore_merges=True, add_bos=True)
+_P_QWEN2 = PreTokenizer((_QWEN2,))
+_P_GPT4O = PreTokenizer((_GPT4O,))
+
+# tokenizer.ggml.pre -> pre-tokenizer, names as llama.cpp spells them (llama_vocab::impl::load)
 PRE_TOKENIZERS: dict[str, PreTokenizer] = {
-    "default": PreTokenizer((r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]")),
-    "gpt2": PreTokenizer((_GPT2,)),
-    "gpt-2": PreTokenizer((_GPT2,)),
-    "phi-2": PreTokenizer((_GPT2,)),
-    "smollm": PreTokenizer((r"\p{N}", _GPT2)),
-    "starcoder": PreTokenizer((r"\p{N}", _GPT2)),
-    "llama3": PreTokenizer((_LLAMA3,), ignore_merges=True),
-    "llama-bpe": PreTokenizer((_LLAMA3,), ignore_merges=True),
-    "qwen2": PreTokenizer((_QWEN2,), ignore_merges=True),
-    "gpt-4o": PreTokenizer((_GPT4O,)),
+    "default": PreTokenizer(_DEFAULT),
+    "gpt-2": _P_GPT2,
+    "phi-2": _P_GPT2,
+    "mpt": _P_GPT2,
+    "olmo": _P_GPT2,
+    "starcoder": _P_DIGITS_GPT2,
+    "refact": _P_DIGITS_GPT2,
+    "smollm": _P_DIGITS_GPT2,
+    "llama3": _P_LLAMA3,
+    "llama-v3": _P_LLAMA3,
+    "llama-bpe": _P_LLAMA3,
+    "qwen2": _P_QWEN2,
+    "deepseek-r1-qwen": _P_QWEN2,
+    "stablelm2": _P_QWEN2,
+    "gpt-4o": _P_GPT4O,
+    "llama4": _P_GPT4O,
+}
+
+# tokenizer.ggml.model -> (default BOS, EOS, unknown id, add_bos_token, add_space_prefix) as
+# llama.cpp assumes them when the file does not say
+_MODEL_DEFAULTS: dict[str, tuple[int | None, int | None, int | None, bool, bool]] = {
+    "llama": (1, 2, 0, True, True),
+    "gpt2": (None, None, None, False, False),
 }
 
 
 class Tokenizer:
-    """Encode/decode text with a GGUF file's vocabulary."""
+    """A GGUF file's vocabulary: text <-> token ids exactly as llama.cpp computes them."""
 
-    def __init__(self, meta: dict[str, Any], path: str | None = None) -> None:
-        self.path = path
-        model = meta.get("tokenizer.ggml.model")
+    def __init__(self, metadata: Mapping[str, Any], path: str | os.PathLike[str] | None = None):
+        self.path = os.fspath(path) if path is not None else None
+        meta = metadata
+        self.model = str(meta.get("tokenizer.ggml.model", ""))
+        if not self.model:
+            raise FormatError("no tokenizer: metadata 'tokenizer.ggml.model' is missing", path)
+        if self.model not in _MODEL_DEFAULTS:
+            raise UnsupportedError(
+                f"tokenizer model '{self.model}' is not supported (supported: llama, gpt2)", path
+            )
         tokens = meta.get("tokenizer.ggml.tokens")
-        if model is None or not tokens:
-            raise FormatError("no tokenizer in the file (tokenizer.ggml.model/tokens)", path)
-        self.model = str(model)
-        self.tokens: list[str] = list(tokens)
-        n = len(self.tokens)
-        types = meta.get("tokenizer.ggml.token_type") or [NORMAL] * n
-        if len(types) != n:
-            raise FormatError(f"token_type has {len(types)} entries for {n} tokens", path)
-        self.types: list[int] = [int(t) for t in types]
-        scores = meta.get("tokenizer.ggml.scores") or [0.0] * n
-        if len(scores) != n:
-            raise FormatError(f"scores has {len(scores)} entries for {n} tokens", path)
-        self.scores: list[float] = [float(x) for x in scores]
-        self.token_to_id = {t: i for i, t in enumerate(self.tokens)}
+        if not tokens or not all(isinstance(t, str) for t in tokens):
+            raise FormatError("metadata 'tokenizer.ggml.tokens' is missing or not strings", path)
+        n = len(tokens)
+        # llama.cpp renames empty tokens so that every text maps back to one id
+        self.tokens: list[str] = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+        self.token_to_id: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
+        if len(self.token_to_id) != n:
+            raise FormatError("metadata 'tokenizer.ggml.tokens' has duplicate tokens", path)
+        self.types: list[int] = self._per_token(meta, "token_type", int, TokenType.NORMAL)
+        self.scores: list[float] = self._per_token(meta, "scores", float, 0.0)
 
-        def token_id(key: str) -> int | None:
-            value = meta.get(f"tokenizer.ggml.{key}")
-            if value is None:
-                return None
-            if not 0 <= int(value) < n:
-                raise FormatError(f"tokenizer.ggml.{key} = {value} is outside [0, {n})", path)
-            return int(value)
-
-        self.bos_id = token_id("bos_token_id")
-        self.eos_id = token_id("eos_token_id")
-        self.eot_id = token_id("eot_token_id")
-        self.unk_id = token_id("unknown_token_id")
-        self.add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", self.model == "llama"))
-        self.add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
-        self.add_space_prefix = bool(
-            meta.get("tokenizer.ggml.add_space_prefix", self.model == "llama")
-        )
-        # Special tokens, longest first so "<|endoftext|>" wins over a shorter prefix.
-        self._specials = sorted(
-            (i for i, t in enumerate(self.types) if t in (CONTROL, USER_DEFINED, UNKNOWN)),
-            key=lambda i: -len(self.tokens[i]),
-        )
-        self._specials = [i for i in self._specials if self.tokens[i]]
-        self.eot_ids: set[int] = {i for i in (self.eos_id, self.eot_id) if i is not None}
-        self.eot_ids |= {
-            i for i in self._specials if self.tokens[i] in END_OF_TURN_TEXTS
-        }  # fmt: skip
-        if self.model == "llama":
-            self._impl: _SpmModel | _BpeModel = _SpmModel(self)
-        elif self.model == "gpt2":
-            pre = str(meta.get("tokenizer.ggml.pre", "default"))
-            if pre not in PRE_TOKENIZERS:
+        bos, eos, unk, add_bos, add_space_prefix = _MODEL_DEFAULTS[self.model]
+        self.pre: PreTokenizer | None = None
+        if self.model == "gpt2":
+            name = str(meta.get("tokenizer.ggml.pre", "default"))
+            if name not in PRE_TOKENIZERS:
                 raise UnsupportedError(
-                    f"pre-tokenizer '{pre}' is not supported "
+                    f"pre-tokenizer '{name}' is not supported "
                     f"(supported: {', '.join(sorted(PRE_TOKENIZERS))})",
                     path,
                 )
-            merges = meta.get("tokenizer.ggml.merges")
-            if not merges:
-                raise FormatError("byte-level BPE tokenizer without tokenizer.ggml.merges", path)
-            self._impl = _BpeModel(self, list(merges), PRE_TOKENIZERS[pre])
-        else:
-            raise UnsupportedError(f"tokenizer model '{self.model}' is not supported", path)
+            self.pre = PRE_TOKENIZERS[name]
+            add_bos = self.pre.add_bos
+        self.bos_id = self._token_id(meta, "bos_token_id", bos)
+        self.eos_id = self._token_id(meta, "eos_token_id", eos)
+        self.eot_id = self._token_id(meta, "eot_token_id", None)
+        self.eom_id = self._token_id(meta, "eom_token_id", None)
+        self.unk_id = self._token_id(meta, "unknown_token_id", unk)
+        self.pad_id = self._token_id(meta, "padding_token_id", None)
+        self.add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", add_bos))
+        self.add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False))
+        self.add_space_prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", add_space_prefix))
+        if self.add_bos and self.bos_id is None:
+            raise FormatError("add_bos_token is set but the vocabulary has no BOS token", path)
+
+        self.attrs: list[int] = [int(_TYPE_ATTR.get(t, Attr.UNDEFINED)) for t in self.types]
+        eog = {i for i in (self.eos_id, self.eot_id, self.eom_id) if i is not None}
+        for text in EOG_TEXTS | _FIM_TEXTS:
+            i = self.token_to_id.get(text)
+            if i is not None:
+                self.attrs[i] |= Attr.CONTROL
+                if text in EOG_TEXTS:
+                    eog.add(i)
+        self.eot_ids: frozenset[int] = frozenset(eog)
+        # longest first, so "<|endoftext|>" is cut out before any special token inside it
+        self._special_ids = sorted(
+            (i for i, a in enumerate(self.attrs) if a & _SPECIAL),
+            key=lambda i: (-len(self.tokens[i]), i),
+        )
+        self._apply_name_rules(str(meta.get("general.name", "")))
+        self._pieces: list[bytes | None] = [None] * n
+        self._byte_ids: dict[int, int] = {}
+        for i, a in enumerate(self.attrs):
+            if a & Attr.BYTE:
+                self._byte_ids.setdefault(self._byte_value(i), i)
+        self._bpe = _BpeModel(self, meta.get("tokenizer.ggml.merges")) if self.pre else None
+
+    # -- construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_metadata(cls, meta: dict[str, Any], path: str | None = None) -> Tokenizer:
-        return cls(meta, path)
+    def from_metadata(
+        cls, metadata: Mapping[str, Any], path: str | os.PathLike[str] | None = None
+    ) -> Tokenizer:
+        """The tokenizer a GGUF file's metadata (python values, as GGUFFile.metadata) describes."""
+        return cls(metadata, path)
 
     @classmethod
-    def from_gguf(cls, path: str | os.PathLike[str]) -> Tokenizer:
-        from phirt.formats.gguf import GGUFFile
+    def from_gguf(cls, source: str | os.PathLike[str] | GGUFReader | Any) -> Tokenizer:
+        """From a GGUF path, a gguf.GGUFReader, or any object with a `.metadata` dict."""
+        if isinstance(source, (str, os.PathLike)):
+            from phirt.formats.gguf import GGUFFile
 
-        g = GGUFFile(path)
-        return cls(g.metadata, g.path)
+            file = GGUFFile(source)
+            return cls(file.metadata, file.path)
+        if isinstance(source, GGUFReader):
+            meta = {name: field.contents() for name, field in source.fields.items()}
+            return cls(meta, getattr(source.data, "filename", None))
+        metadata = getattr(source, "metadata", None)
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"expected a GGUF path, GGUFReader or .metadata dict, got {source!r}")
+        return cls(metadata, getattr(source, "path", None))
+
+    def _per_token(self, meta: Mapping[str, Any], key: str, kind: type, default: Any) -> list:
+        values = meta.get(f"tokenizer.ggml.{key}")
+        if values is None:
+            return [kind(default)] * len(self.tokens)
+        if len(values) < len(self.tokens):
+            raise FormatError(
+                f"metadata 'tokenizer.ggml.{key}' has {len(values)} entries for "
+                f"{len(self.tokens)} tokens",
+                self.path,
+            )
+        return [kind(v) for v in values[: len(self.tokens)]]
+
+    def _token_id(self, meta: Mapping[str, Any], key: str, default: int | None) -> int | None:
+        value = meta.get(f"tokenizer.ggml.{key}", default)
+        if value is None:
+            return None
+        if not 0 <= int(value) < len(self.tokens):
+            raise FormatError(
+                f"metadata 'tokenizer.ggml.{key}' = {value} is outside [0, {len(self.tokens)})",
+                self.path,
+            )
+        return int(value)
+
+    def _apply_name_rules(self, name: str) -> None:
+        # llama.cpp sets strip attributes by general.name, since GGUF does not store them: in
+        # Phi-3 files every special token but <unk>, <s>, <|endoftext|> eats the whitespace after
+        # it (as Phi-3's tokenizer.json says), so "<|user|>\nHi" is <|user|> ▁Hi.
+        name = name.lower()
+        if "phi-3" in name or "phi3" in name:
+            for i in self._special_ids:
+                self.attrs[i] |= Attr.RSTRIP
+            rules = {"</s>": True, "<unk>": False, "<s>": False, "<|endoftext|>": False}
+            for text, rstrip in rules.items():
+                i = self.token_to_id.get(text)
+                if i is not None:
+                    self.attrs[i] = (self.attrs[i] & ~Attr.RSTRIP) | (Attr.RSTRIP if rstrip else 0)
+
+    def _byte_value(self, token_id: int) -> int:
+        text = self.tokens[token_id]
+        try:
+            if len(text) != 6 or not text.startswith("<0x") or not text.endswith(">"):
+                raise ValueError
+            return int(text[3:5], 16)
+        except ValueError:
+            raise FormatError(
+                f"byte token {token_id} is {text!r}, not of the form <0xNN>", self.path
+            ) from None
+
+    # -- properties --------------------------------------------------------------------------
 
     @property
     def vocab_size(self) -> int:
@@ -159,6 +295,7 @@ class Tokenizer:
 
     @property
     def bos_text(self) -> str:
+        """The BOS token's text, for chat templates ("" when there is none)."""
         return self.tokens[self.bos_id] if self.bos_id is not None else ""
 
     @property
@@ -166,224 +303,274 @@ class Tokenizer:
         return self.tokens[self.eos_id] if self.eos_id is not None else ""
 
     def is_special(self, token_id: int) -> bool:
-        return self.types[token_id] in (CONTROL, USER_DEFINED, UNKNOWN)
+        """True for control and unknown tokens: markers, not text (what skip_special drops)."""
+        return bool(self.attrs[self._check(token_id)] & _HIDDEN)
+
+    def _check(self, token_id: int) -> int:
+        if not 0 <= token_id < len(self.tokens):
+            raise ValueError(f"token id {token_id} is outside [0, {len(self.tokens)})")
+        return token_id
 
     # -- encoding ----------------------------------------------------------------------------
 
     def encode(
-        self, text: str, add_bos: bool | None = None, parse_special: bool = True
+        self,
+        text: str,
+        add_bos: bool | None = None,
+        parse_special: bool = True,
+        add_eos: bool | None = None,
     ) -> list[int]:
-        """Token ids of `text`; BOS per the file's add_bos_token unless add_bos says otherwise."""
+        """Token ids of `text`. BOS/EOS follow add_bos_token/add_eos_token unless given.
+
+        parse_special=False leaves control tokens as plain text (user-defined ones still match),
+        so text from users cannot forge a turn marker.
+        """
         out: list[int] = []
-        if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
+        if self.add_bos if add_bos is None else add_bos:
+            if self.bos_id is None:
+                raise ValueError("add_bos=True but the vocabulary has no BOS token")
             out.append(self.bos_id)
-        after_special = True
-        for piece, special in self._partition(text, parse_special):
-            if special is not None:
-                out.append(special)
+        after_special = True  # SentencePiece: prefix a space at the start and after specials
+        for fragment in self._partition(text, parse_special):
+            if isinstance(fragment, int):
+                out.append(fragment)
                 after_special = True
-            elif piece:
-                out.extend(self._impl.encode(piece, after_special))
+            elif self._bpe is not None:
+                out.extend(self._bpe.encode(fragment))
+            else:
+                if self.add_space_prefix and after_special:
+                    fragment = " " + fragment
+                self._spm_encode(fragment, out)
                 after_special = False
-        if self.add_eos and add_bos is not False and self.eos_id is not None:
+        if self.add_eos if add_eos is None else add_eos:
+            if self.eos_id is None:
+                raise ValueError("add_eos=True but the vocabulary has no EOS token")
             out.append(self.eos_id)
         return out
 
-    def _partition(self, text: str, parse_special: bool) -> list[tuple[str, int | None]]:
-        """Split text into (fragment, None) and (token text, special id) pieces."""
-        pieces: list[tuple[str, int | None]] = [(text, None)]
-        for sid in self._specials:
-            if not parse_special and self.types[sid] == CONTROL:
+    def _partition(self, text: str, parse_special: bool) -> list[str | int]:
+        """Text cut into raw fragments (str) and special token ids (int), as llama.cpp does."""
+        parts: list[str | int] = [text] if text else []
+        for sid in self._special_ids:
+            attr = self.attrs[sid]
+            if not parse_special and attr & _HIDDEN:
                 continue
             needle = self.tokens[sid]
-            split: list[tuple[str, int | None]] = []
-            for frag, special in pieces:
-                if special is not None or needle not in frag:
-                    split.append((frag, special))
+            if not any(isinstance(p, str) and needle in p for p in parts):
+                continue
+            out: list[str | int] = []
+            for part in parts:
+                if isinstance(part, int) or needle not in part:
+                    out.append(part)
                     continue
-                parts = frag.split(needle)
-                for k, part in enumerate(parts):
-                    if part:
-                        split.append((part, None))
-                    if k < len(parts) - 1:
-                        split.append((needle, sid))
-            pieces = split
-        return pieces
+                rest = part
+                while rest:
+                    at = rest.find(needle)
+                    if at < 0:
+                        out.append(rest)
+                        break
+                    left, rest = rest[:at], rest[at + len(needle) :]
+                    if attr & Attr.LSTRIP:
+                        left = left.rstrip(_CSPACE)
+                    if attr & Attr.RSTRIP:
+                        rest = rest.lstrip(_CSPACE)
+                    if left:
+                        out.append(left)
+                    out.append(sid)
+            parts = out
+        return parts
+
+    def _spm_encode(self, text: str, out: list[int]) -> None:
+        """llama.cpp's llm_tokenizer_spm: merge the best-scoring neighbour pair until none is a
+        token. A symbol is a character; "" marks one merged into its left neighbour."""
+        sym = list(text.replace(" ", SPM_SPACE))
+        n = len(sym)
+        if n == 0:
+            return
+        nxt = list(range(1, n + 1))
+        nxt[-1] = -1
+        prv = list(range(-1, n - 1))
+        vocab, scores = self.token_to_id, self.scores
+        heap: list[tuple[float, int, int, int]] = []  # (-score, left, length, right)
+
+        def add_pair(left: int, right: int) -> None:
+            if left >= 0 and right >= 0:
+                merged = sym[left] + sym[right]
+                token = vocab.get(merged)
+                if token is not None:  # best score first, then leftmost
+                    heapq.heappush(heap, (-scores[token], left, len(merged), right))
+
+        for i in range(n - 1):
+            add_pair(i, i + 1)
+        while heap:
+            _, left, length, right = heapq.heappop(heap)
+            if not sym[left] or not sym[right] or len(sym[left]) + len(sym[right]) != length:
+                continue  # stale: a side has merged since
+            sym[left] += sym[right]
+            sym[right] = ""
+            nxt[left] = nxt[right]
+            if nxt[left] >= 0:
+                prv[nxt[left]] = left
+            add_pair(prv[left], left)
+            add_pair(left, nxt[left])
+        i = 0
+        while i >= 0:
+            token = vocab.get(sym[i])
+            if token is not None:
+                out.append(token)
+            else:
+                out.extend(self._byte_token(b) for b in sym[i].encode("utf-8"))
+            i = nxt[i]
+
+    def _byte_token(self, byte: int) -> int:
+        token = self._byte_ids.get(byte)
+        if token is None and byte < 0x80:
+            token = self.token_to_id.get(chr(byte))
+        if token is None:
+            if self.unk_id is None:
+                raise FormatError(f"vocabulary has no byte token <0x{byte:02X}>", self.path)
+            token = self.unk_id
+        return token
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def token_to_piece(self, token_id: int, special: bool = False) -> bytes:
-        """The bytes a token stands for; control tokens are empty unless special=True."""
-        kind = self.types[token_id]
-        if kind in (CONTROL, UNKNOWN, UNUSED) or (kind == USER_DEFINED and self.model == "llama"):
-            return self.tokens[token_id].encode() if special or kind == USER_DEFINED else b""
-        return self._impl.piece(token_id)
+    def token_to_piece(self, token_id: int) -> bytes:
+        """The bytes a token stands for; a control token's own text (llama.cpp, special=True)."""
+        piece = self._pieces[self._check(token_id)]
+        if piece is None:
+            piece = self._pieces[token_id] = self._make_piece(token_id)
+        return piece
 
-    def decode(self, ids: Iterable[int], special: bool = False) -> str:
-        stream = self.stream_decoder(special=special)
-        return "".join(stream.push(i) for i in ids) + stream.flush()
+    def _make_piece(self, token_id: int) -> bytes:
+        attr, text = self.attrs[token_id], self.tokens[token_id]
+        if attr & _SPECIAL:
+            return text.encode()
+        if attr & Attr.NORMAL:
+            if self._bpe is not None:
+                return self._bpe.unbyte(text)
+            return text.replace(SPM_SPACE, " ").encode()
+        if attr & Attr.BYTE:
+            return bytes([self._byte_value(token_id)])
+        return b""  # unused / undefined tokens stand for nothing
 
-    def stream_decoder(self, special: bool = False) -> StreamDecoder:
-        return StreamDecoder(self, special)
+    def detokenize(self, ids: Iterable[int], skip_special: bool = True) -> bytes:
+        """The bytes of `ids`, as llama-cpp-python's Llama.detokenize(ids, special=not skip)."""
+        ids = list(ids)
+        data = b"".join(
+            self.token_to_piece(i)
+            for i in ids
+            if not (skip_special and self.attrs[self._check(i)] & _HIDDEN)
+        )
+        if ids and ids[0] == self.bos_id and self.add_space_prefix and data[:1] == b" ":
+            data = data[1:]  # the space the encoder prefixed after BOS is not text
+        return data
+
+    def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
+        """Text of `ids`; invalid UTF-8 (a cut-off character) shows as U+FFFD."""
+        return self.detokenize(ids, skip_special).decode("utf-8", errors="replace")
+
+    def stream_decoder(
+        self, skip_special: bool = True, strip_leading_space: bool = False
+    ) -> StreamDecoder:
+        """An incremental decoder for generated tokens; see StreamDecoder."""
+        return StreamDecoder(self, skip_special, strip_leading_space)
 
 
 class StreamDecoder:
-    """Incremental detokenizer: push token ids, get text that never splits a UTF-8 character."""
+    """push() token ids one at a time and get text back as soon as it is whole UTF-8: a character
+    split over several byte tokens comes out with the token that completes it. The concatenated
+    output equals Tokenizer.decode of the same ids.
 
-    def __init__(self, tokenizer: Tokenizer, special: bool = False) -> None:
-        self.tok = tokenizer
-        self.special = special
-        self.pending = b""
-        # SentencePiece: the space prefix added when encoding is not part of the text.
-        self.strip_space = tokenizer.add_space_prefix and tokenizer.model == "llama"
+    strip_leading_space removes one space from the start of the output: SentencePiece models mark
+    a word start with U+2581, so a reply's first token is usually "▁Word".
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, skip_special: bool = True, strip_leading_space: bool = False
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.skip_special = skip_special
+        self._strip = strip_leading_space
+        self._first = True
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token_id: int) -> str:
-        if token_id == self.tok.bos_id and not self.special:
+        tok = self.tokenizer
+        if self._first:
+            self._first = False
+            if token_id == tok.bos_id and tok.add_space_prefix:
+                self._strip = True
+        if self.skip_special and tok.attrs[tok._check(token_id)] & _HIDDEN:
             return ""
-        piece = self.tok.token_to_piece(token_id, self.special)
-        if self.strip_space and piece:
-            if piece.startswith(b" "):
+        piece = tok.token_to_piece(token_id)
+        if self._strip and piece:
+            self._strip = False
+            if piece[:1] == b" ":
                 piece = piece[1:]
-            self.strip_space = False
-        self.pending += piece
-        cut = _complete_utf8_prefix(self.pending)
-        text, self.pending = self.pending[:cut], self.pending[cut:]
-        return text.decode("utf-8", errors="replace")
+        return self._utf8.decode(piece)
 
     def flush(self) -> str:
-        text, self.pending = self.pending, b""
-        return text.decode("utf-8", errors="replace")
-
-
-def _complete_utf8_prefix(data: bytes) -> int:
-    """Length of the longest prefix that does not end inside a UTF-8 sequence."""
-    n = len(data)
-    i = n - 1
-    while i >= 0 and n - i <= 4 and data[i] & 0xC0 == 0x80:  # back over continuation bytes
-        i -= 1
-    if i < 0 or n - i > 4:
-        return n  # not UTF-8 at all: let the decoder's replacement character show it
-    lead = data[i]
-    need = 1 if lead < 0x80 else 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4
-    return n if n - i >= need else i
-
-
-class _SpmModel:
-    """SentencePiece-style merging by score (llama.cpp's llm_tokenizer_spm)."""
-
-    def __init__(self, tok: Tokenizer) -> None:
-        self.tok = tok
-        self.scores: Sequence[float] = tok.scores
-        self.byte_ids: dict[int, int] = {}
-        for i, (text, kind) in enumerate(zip(tok.tokens, tok.types, strict=True)):
-            if kind == BYTE and len(text) == 6 and text.startswith("<0x"):
-                self.byte_ids[int(text[3:5], 16)] = i
-
-    def encode(self, text: str, after_special: bool) -> list[int]:
-        if self.tok.add_space_prefix and after_special:
-            text = " " + text
-        text = text.replace(" ", SPM_SPACE)
-        symbols = list(text)  # one symbol per character
-        if not symbols:
-            return []
-        prev = list(range(-1, len(symbols) - 1))
-        nxt = list(range(1, len(symbols) + 1))
-        nxt[-1] = -1
-        vocab, scores = self.tok.token_to_id, self.scores
-        heap: list[tuple[float, int, int, str]] = []
-
-        def push(left: int, right: int) -> None:
-            if left < 0 or right < 0:
-                return
-            merged = symbols[left] + symbols[right]
-            tid = vocab.get(merged)
-            if tid is not None:
-                # highest score first; ties: leftmost first
-                heapq.heappush(heap, (-scores[tid], left, right, merged))
-
-        for i in range(len(symbols) - 1):
-            push(i, i + 1)
-        while heap:
-            _, left, right, merged = heapq.heappop(heap)
-            if not symbols[left] or not symbols[right] or symbols[left] + symbols[right] != merged:
-                continue  # stale: one side has merged since
-            if nxt[left] != right:
-                continue
-            symbols[left] = merged
-            symbols[right] = ""
-            nxt[left] = nxt[right]
-            if nxt[right] >= 0:
-                prev[nxt[right]] = left
-            push(prev[left], left)
-            push(left, nxt[left])
-        out: list[int] = []
-        i = 0
-        while i >= 0:
-            sym = symbols[i]
-            tid = vocab.get(sym)
-            if tid is not None:
-                out.append(tid)
-            else:
-                for byte in sym.encode("utf-8"):
-                    if byte in self.byte_ids:
-                        out.append(self.byte_ids[byte])
-                    elif self.tok.unk_id is not None:
-                        out.append(self.tok.unk_id)
-            i = nxt[i]
-        return out
-
-    def piece(self, token_id: int) -> bytes:
-        text = self.tok.tokens[token_id]
-        if self.tok.types[token_id] == BYTE:
-            return bytes([int(text[3:5], 16)])
-        return text.replace(SPM_SPACE, " ").encode("utf-8")
+        """What is still held back (an incomplete character, shown as U+FFFD); then reset."""
+        text = self._utf8.decode(b"", final=True)
+        self._utf8.reset()
+        return text
 
 
 class _BpeModel:
-    """Byte-level BPE on the `tokenizers` library, pre-tokenized as llama.cpp does."""
+    """Byte-level BPE: llama.cpp's pre-tokenizer regexes, then the `tokenizers` library merges."""
 
-    def __init__(self, tok: Tokenizer, merges: list[str], pre: PreTokenizer) -> None:
-        from tokenizers import Regex, decoders, models, pre_tokenizers
+    def __init__(self, tok: Tokenizer, merges: Sequence[str] | None) -> None:
+        from tokenizers import Regex, models, pre_tokenizers
         from tokenizers import Tokenizer as HfTokenizer
 
-        self.tok = tok
-        pairs = []
-        for m in merges:
-            a, sep, b = m.partition(" ")
-            if not sep:
-                raise FormatError(f"malformed BPE merge {m!r}", tok.path)
-            pairs.append((a, b))
-        bpe = models.BPE(vocab=dict(tok.token_to_id), merges=pairs, ignore_merges=pre.ignore_merges)
-        hf = HfTokenizer(bpe)
+        if not merges:
+            raise FormatError("byte-level BPE vocabulary without 'tokenizer.ggml.merges'", tok.path)
+        assert tok.pre is not None
+        vocab = tok.token_to_id
+        pairs: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for merge in merges:
+            cut = merge.find(" ", 1)  # as llama.cpp: the first space after the first character
+            if cut < 0:
+                raise FormatError(f"BPE merge {merge!r} has no space", tok.path)
+            pair = (merge[:cut], merge[cut + 1 :])
+            # llama.cpp keeps the first of duplicate merges. `tokenizers` panics on merges whose
+            # parts or result are not tokens (llama.cpp would spell such a result out byte by
+            # byte); no real vocabulary has them, so they are left out.
+            if pair in seen or not all(t in vocab for t in (*pair, pair[0] + pair[1])):
+                continue
+            seen.add(pair)
+            pairs.append(pair)
+        hf = HfTokenizer(
+            models.BPE(vocab=dict(vocab), merges=pairs, ignore_merges=tok.pre.ignore_merges)
+        )
         hf.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]
+            [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in tok.pre.regexes]
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
         )
-        hf.decoder = decoders.ByteLevel()
-        self.hf = hf
-        self.byte_decoder = {c: b for b, c in _bytes_to_unicode().items()}
+        self._hf = hf
+        self._byte_of = {c: b for b, c in _bytes_to_unicode().items()}
 
-    def encode(self, text: str, after_special: bool) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str) -> list[int]:
+        return self._hf.encode(text, add_special_tokens=False).ids
 
-    def piece(self, token_id: int) -> bytes:
-        text = self.tok.tokens[token_id]
-        try:
-            return bytes(self.byte_decoder[c] for c in text)
-        except KeyError:  # not byte-encoded (e.g. an added token): take the text as it is
-            return text.encode("utf-8")
+    def unbyte(self, text: str) -> bytes:
+        """A token's bytes from GPT-2's byte-to-character mapping."""
+        return b"".join(
+            bytes([self._byte_of[c]]) if c in self._byte_of else c.encode() for c in text
+        )
 
 
 def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map."""
-    keep = list(range(ord("!"), ord("~") + 1))
-    keep += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    """GPT-2's reversible map of the 256 byte values onto printable characters."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
     out: dict[int, str] = {}
-    extra = 0
+    extra = 256
     for b in range(256):
-        if b in keep:
+        if b in printable:
             out[b] = chr(b)
         else:
-            out[b] = chr(256 + extra)
+            out[b] = chr(extra)
             extra += 1
     return out
