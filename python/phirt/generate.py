@@ -16,7 +16,7 @@ from phirt.sampling import Sampler
 
 
 class StreamingTokenizer(Protocol):
-    def stream_decoder(self) -> StreamDecoder: ...
+    def stream_decoder(self, strip_leading_space: bool = False) -> StreamDecoder: ...
 
 
 class StreamDecoder(Protocol):
@@ -47,15 +47,20 @@ def generate_steps(
     max_tokens: int,
     stop_ids: Iterable[int] = (),
     stop_strings: Sequence[str] = (),
+    strip_leading_space: bool = False,
 ) -> Iterator[Step]:
-    """Yield generated tokens with their text until a stop condition; the last Step says why."""
+    """Yield generated tokens with their text until a stop condition; the last Step says why.
+
+    strip_leading_space: drop the SentencePiece word-start space of the first token (a chat reply
+    starts a new text; a continuation must keep it: "France is" + " Paris").
+    """
     if not prompt:
         raise ValueError("the prompt is empty")
     stop_ids = set(stop_ids)
     done = engine.reuse_prefix(prompt)
     logits = engine.eval(prompt[done:])
     history = list(prompt)
-    decoder = tokenizer.stream_decoder()
+    decoder = tokenizer.stream_decoder(strip_leading_space=strip_leading_space)
     text = _StopStringFilter(stop_strings)
     for n in range(max_tokens):
         token = sampler(logits, history)

@@ -91,7 +91,7 @@ class Model:
         The KV cache is reused across calls: a follow-up turn evaluates only its new tokens.
         """
         tokens = self.chat_tokens(messages)
-        pieces = self._run(tokens, max_tokens, stop, SamplingParams(**sampling))
+        pieces = self._run(tokens, max_tokens, stop, SamplingParams(**sampling), reply=True)
         return pieces if stream else "".join(pieces)
 
     def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
@@ -101,7 +101,12 @@ class Model:
         return self.tokenize(text, add_bos=add_bos, special=True)
 
     def _run(
-        self, tokens: list[int], max_tokens: int, stop: Sequence[str], params: SamplingParams
+        self,
+        tokens: list[int],
+        max_tokens: int,
+        stop: Sequence[str],
+        params: SamplingParams,
+        reply: bool = False,
     ) -> Iterator[str]:
         stats = GenerationStats(prompt_tokens=len(tokens))
         stats.cached_tokens = self.engine.reuse_prefix(tokens)
@@ -116,6 +121,7 @@ class Model:
             max_tokens,
             stop_ids=self.tokenizer.eot_ids,
             stop_strings=stop,
+            strip_leading_space=reply,
         )
         step: Step
         for step in steps:
