@@ -153,6 +153,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
 
     out: dict[str, Any] = {"engine": args.worker, "info": engine.info(), "load_s": load_s}
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     if args.job == "main":
         _, logits = prefill(engine, tokens[: min(max(args.pp), N_BATCH)])  # warm-up
         decode_tps(engine, logits, WARMUP_DECODE)
@@ -168,6 +169,10 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             _, logits = prefill(engine, tokens[:pos])
             out[f"decode@{pos}"] = decode_tps(engine, logits, LONG_TG)
     out["peak_rss_mib"] = peak_rss_mib()
+    # CPU seconds the process got per thread-second of measuring: well below 1 means another
+    # process took the cores (llama.cpp's spinning OpenMP threads use ~1 whenever they run)
+    wall = time.perf_counter() - wall0
+    out["cpu_share"] = (time.process_time() - cpu0) / (wall * args.threads)
     return out
 
 
@@ -289,6 +294,7 @@ def compare(model: str, threads: int, args: argparse.Namespace) -> dict[str, Any
     by_key = {f.key: f for f in figs}
     jobs = ["main"] + (["long"] if args.long_ctx else [])
     info: dict[str, Any] = {}
+    cpu_share: dict[str, list[float]] = {e: [] for e in ENGINES}
     load_before = os.getloadavg()
     for rep in range(1, args.reps + 1):
         for job in jobs:
@@ -303,6 +309,8 @@ def compare(model: str, threads: int, args: argparse.Namespace) -> dict[str, Any
                         continue
                     fig.values[engine].append(float(value))
                     shown.append(f"{key} {value:.4g}")
+                shown.append(f"cpu_share {r['cpu_share']:.2f}")
+                cpu_share[engine].append(r["cpu_share"])
                 print(
                     f"  [{threads}t rep {rep}/{args.reps} {job}] {LABELS[engine]:9}: "
                     + ", ".join(shown),
@@ -319,6 +327,7 @@ def compare(model: str, threads: int, args: argparse.Namespace) -> dict[str, Any
         "engines": info,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
+        "cpu_share": cpu_share,
         "figures": figs,
     }
 
@@ -343,7 +352,11 @@ def format_table(res: dict[str, Any]) -> str:
         f"  phirt {eng['phirt']['version']} ({res['phirt_commit']}): {eng['phirt']['backend']}",
         f"  llama.cpp (llama-cpp-python {eng['llamacpp']['version']}): "
         f"{eng['llamacpp']['backend']}",
-        f"  load average 1/5/15 min: {load} (before -> after)",
+        f"  load average 1/5/15 min: {load} (before -> after); CPU share per thread, "
+        + ", ".join(
+            f"{LABELS[e]} {min(res['cpu_share'][e]):.2f}-{max(res['cpu_share'][e]):.2f}"
+            for e in ENGINES
+        ),
     ]
     rows = [("figure", "phirt", "llama.cpp", "phirt/llama.cpp", "floor")]
     for f in figs:
