@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "formats.h"
+#include "gemm.h"
 
 namespace phirt {
 
@@ -36,6 +37,9 @@ struct DotKernels {
     VecDotFn bf16_bf16;
     VecDotFn f32_f32;
     AxpyF16Fn axpy_f16;
+    // Packed GEMM for prefill (gemm.h); nullptr where the one-row dots are faster (no VNNI).
+    PackPanelFn pack_panel;
+    GemmPanelFn gemm_panel;
 };
 
 // The scalar reference table (always available).

@@ -1,14 +1,16 @@
 // GEMV (m = 1, decode) and GEMM (m > 1, prefill) over the thread pool.
 //
 // Decode is bandwidth-bound: rows of W are split into contiguous chunks so each thread streams its
-// own part once. Prefill is compute-bound: work is tiled as (block of W rows) × (block of X rows)
-// so a block of weights stays in cache while every activation row of the tile passes over it.
+// own part once. Prefill is compute-bound: where the ISA has a packed GEMM (gemm.h) each task
+// unpacks a panel of 16 weight rows once and runs every activation row over it; elsewhere work is
+// tiled as (block of W rows) × (block of X rows) of one-row dot products.
 #include "matmul.h"
 
 #include <algorithm>
 #include <vector>
 
 #include "dispatch.h"
+#include "gemm.h"
 #include "quants.h"
 #include "threadpool.h"
 
@@ -69,12 +71,99 @@ void prefetch_row(const uint8_t *p, int64_t bytes) {
 
 // Per-calling-thread scratch for converted activations: grows, never shrinks.
 thread_local std::vector<uint8_t> t_act_scratch;
+thread_local std::vector<uint8_t> t_gemm_act_scratch;
+
+// Per-worker panel scratch for the packed GEMM (workers are persistent, so this is reused).
+struct PanelScratch {
+    std::vector<uint8_t> u, rows;
+    std::vector<float> scale, offset;
+};
+thread_local PanelScratch t_panel;
 
 // GEMM tile: kColsPerTile activation rows stay in L2 while kRowsPerTile weight rows pass over them,
 // one weight row (L1-resident) against every activation row of the tile.
 constexpr int64_t kRowsPerTile = 32;
 constexpr int64_t kMinParallelBytes = 64 * 1024;  // GEMV smaller than this runs on the caller
 constexpr int64_t kColsPerTile = 32;
+// Below this many activation rows unpacking a panel costs more than it saves (measured).
+constexpr int64_t kMinPackedRows = 4;
+
+// One row of activation blocks (Q8_0, Q8_1 or Q8_K, as the GEMV uses them) split into the packed
+// GEMM's form (gemm.h): contiguous int8 and, per column group, d, zs = -zero · Σ q and s = d · Σ q.
+void split_act_row(const uint8_t *src, int block_bytes, int64_t k, const GemmForm &form, int8_t *q,
+                   float *d, int32_t *zs, float *s) {
+    const int group = form.group;
+    auto put = [&](int64_t g, float dg, int32_t sum) {
+        d[g] = dg;
+        zs[g] = -form.zero * sum;
+        s[g] = dg * (float)sum;
+    };
+    if (block_bytes == (int)sizeof(block_q8_K)) {
+        const int per_block = QK_K / group, sums_per_group = group / 16;
+        for (int64_t b = 0; b < k / QK_K; ++b) {
+            const auto &blk = reinterpret_cast<const block_q8_K *>(src)[b];
+            std::memcpy(q + b * QK_K, blk.qs, QK_K);
+            for (int g = 0; g < per_block; ++g) {
+                int32_t sum = 0;
+                for (int j = 0; j < sums_per_group; ++j) sum += blk.bsums[g * sums_per_group + j];
+                put(b * per_block + g, blk.d, sum);
+            }
+        }
+        return;
+    }
+    const bool q8_1 = block_bytes == (int)sizeof(block_q8_1);
+    for (int64_t b = 0; b < k / QK8_0; ++b) {
+        const uint8_t *blk = src + b * block_bytes;
+        const int8_t *qs = reinterpret_cast<const int8_t *>(blk + (q8_1 ? 4 : 2));
+        std::memcpy(q + b * QK8_0, qs, QK8_0);
+        int32_t sum = 0;
+        for (int j = 0; j < QK8_0; ++j) sum += qs[j];
+        ggml_half h[2];
+        std::memcpy(h, blk, q8_1 ? 4 : 2);
+        put(b, fp16_to_fp32(h[0]), sum);
+        if (q8_1) s[b] = fp16_to_fp32(h[1]);  // Q4_1/Q5_1 use ggml's f16 s, as the GEMV does
+    }
+}
+
+template <class T>
+T *grown(std::vector<T> &v, int64_t n) {
+    if ((int64_t)v.size() < n) v.resize(n);
+    return v.data();
+}
+
+// y = x · wᵀ through packed panels; `act` holds the m rows already in the GEMV's block format.
+void matmul_packed(const DotKernels &kern, const WeightView &w, const uint8_t *act,
+                   int64_t act_row_bytes, int act_block_bytes, int64_t m, float *y) {
+    ThreadPool &pool = global_pool();
+    const GemmForm form = gemm_form(w.type);
+    const int64_t k = w.k, n_groups = k / form.group;
+
+    // q, then d, zs and s (4-byte values, m · n_groups each) from a 64-byte boundary.
+    const int64_t q_bytes = (m * k + 63) / 64 * 64, per_group = m * n_groups;
+    uint8_t *base = grown(t_gemm_act_scratch, q_bytes + 3 * per_group * 4);
+    auto *q = reinterpret_cast<int8_t *>(base);
+    auto *d = reinterpret_cast<float *>(base + q_bytes);
+    auto *zs = reinterpret_cast<int32_t *>(d + per_group);
+    auto *s = reinterpret_cast<float *>(zs + per_group);
+    pool.run(m, [&](int64_t i, int) {
+        const int64_t at = i * n_groups;
+        split_act_row(act + i * act_row_bytes, act_block_bytes, k, form, q + i * k, d + at, zs + at,
+                      s + at);
+    });
+    const GemmActs acts{q, d, zs, s, k, n_groups};
+
+    const int64_t n_panels = (w.n + kPanelRows - 1) / kPanelRows;
+    pool.run(n_panels, [&](int64_t p, int) {
+        PanelScratch &ps = t_panel;
+        GemmPanel panel{grown(ps.u, kPanelRows * k), grown(ps.scale, n_groups * kPanelRows),
+                        grown(ps.offset, n_groups * kPanelRows), k, form};
+        const int64_t r0 = p * kPanelRows;
+        const int n_rows = (int)std::min<int64_t>(kPanelRows, w.n - r0);
+        kern.pack_panel(w.type, w.data + r0 * w.row_bytes, w.row_bytes, n_rows, &panel,
+                        grown(ps.rows, kPanelRows * k));
+        kern.gemm_panel(panel, acts, m, y + r0, w.n, n_rows);
+    });
+}
 
 }  // namespace
 
@@ -122,6 +211,10 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
 
     // 2. Dot products.
     const int64_t n = w.n;
+    if (m >= kMinPackedRows && kern.gemm_panel != nullptr && gemm_form(w.type).group > 0) {
+        matmul_packed(kern, w, act, act_row_bytes, f.block_bytes, m, y);
+        return;
+    }
     if (m == 1) {
         // Contiguous chunks, a few per thread so a slow thread does not hold up the rest. A small
         // matrix is not worth waking the workers for.

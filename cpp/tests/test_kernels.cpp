@@ -22,6 +22,7 @@
 #include "../dispatch.h"
 #include "../dot.h"
 #include "../formats.h"
+#include "../gemm.h"
 #include "../matmul.h"
 #include "../ops.h"
 #include "../quants.h"
@@ -726,17 +727,20 @@ void test_axpy(const std::string &isa, const DotKernels &K, const DotKernels &S)
     }
 }
 
-// matmul under `isa` against matmul under scalar, and against the isa's own dot per output (exact:
-// the same function on the same bytes, so threading and tiling must not change a bit).
+// matmul under `isa` against matmul under scalar; where it runs the one-row dots (GEMV, or no
+// packed GEMM), also against the isa's own dot per output (exact: the same function on the same
+// bytes, so threading and tiling must not change a bit).
 void test_matmul(const std::string &isa, const DotKernels &K) {
-    Section s("[" + isa + "] matmul m=1,5 ~ scalar");
+    Section s("[" + isa + "] matmul m=1,5,9 ~ scalar");
     for (const DotCase &c : kDotCases) {
         const int64_t n = 37, k = 512;
         std::vector<uint8_t> w;
         if (!make_weights(c.wtype, n, k, kQuantized, kWide, &w))
             make_weights(c.wtype, n, k, kRandomBytes, kRandom, &w);
         const WeightView view{w.data(), (int)c.wtype, n, k, row_bytes(traits(c.wtype), k)};
-        for (int64_t m : {1, 5}) {
+        for (int64_t m : {1, 5, 9}) {
+            const bool packed =
+                m > 1 && K.gemm_panel != nullptr && gemm_form((int)c.wtype).group > 0;
             const std::vector<float> x = make_data(kWide, m * k);
             std::vector<float> ys(m * n), yk(m * n);
             set_isa("scalar");
@@ -755,13 +759,42 @@ void test_matmul(const std::string &isa, const DotKernels &K) {
                     const float y_s = ys[r * n + j], y_k = yk[r * n + j];
                     close &= within(std::fabs((double)y_k - y_s), kDotRel * mag + kDotAbs);
                     const float direct = (K.*c.dot)(k, w.data() + j * view.row_bytes, act.data());
-                    exact &= std::memcmp(&direct, &y_k, sizeof(float)) == 0;
+                    exact &= packed || std::memcmp(&direct, &y_k, sizeof(float)) == 0;
                 }
             }
             check(close, fmt("matmul %s m=%lld: %s vs scalar", traits(c.wtype).name, (long long)m,
                              isa.c_str()));
             check(exact, fmt("matmul %s m=%lld: %s output != its own dot", traits(c.wtype).name,
                              (long long)m, isa.c_str()));
+        }
+    }
+}
+
+// The ISA's panel packing against the scalar one: same bytes, scales and offsets, for full and
+// partial panels (rows past the matrix must be zero).
+void test_pack_panel(const std::string &isa, const DotKernels &K) {
+    Section s("[" + isa + "] packed GEMM panels == scalar");
+    if (K.pack_panel == nullptr) return;
+    for (const DotCase &c : kDotCases) {
+        const GemmForm form = gemm_form((int)c.wtype);
+        if (form.group == 0) continue;
+        const int64_t k = 512, rb = row_bytes(traits(c.wtype), k);
+        std::vector<uint8_t> w;
+        if (!make_weights(c.wtype, kPanelRows, k, kQuantized, kWide, &w))
+            make_weights(c.wtype, kPanelRows, k, kRandomBytes, kRandom, &w);
+        for (int n_rows : {kPanelRows, 5}) {
+            const int64_t ng = k / form.group * kPanelRows;
+            std::vector<uint8_t> u_ref(kPanelRows * k, 1), u(kPanelRows * k, 2),
+                rows(kPanelRows * k);
+            std::vector<float> sc_ref(ng, 1), sc(ng, 2), of_ref(ng, 1), of(ng, 1);
+            GemmPanel p_ref{u_ref.data(), sc_ref.data(), of_ref.data(), k, form};
+            GemmPanel p{u.data(), sc.data(), of.data(), k, form};
+            pack_panel_ref((int)c.wtype, w.data(), rb, n_rows, &p_ref, rows.data());
+            K.pack_panel((int)c.wtype, w.data(), rb, n_rows, &p, rows.data());
+            check(
+                u == u_ref && std::memcmp(sc.data(), sc_ref.data(), ng * 4) == 0 &&
+                    std::memcmp(of.data(), of_ref.data(), ng * 4) == 0,
+                fmt("pack %s n_rows=%d: %s != scalar", traits(c.wtype).name, n_rows, isa.c_str()));
         }
     }
 }
@@ -955,6 +988,7 @@ int main() {
             test_dots(isa, K, S);
             test_axpy(isa, K, S);
             test_matmul(isa, K);
+            test_pack_panel(isa, K);
             test_attention(isa);
             test_rope(isa);
         }

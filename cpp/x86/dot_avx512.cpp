@@ -455,9 +455,10 @@ float dot_f32_f32(int64_t n, const void *vw, const void *vx) {
 
 const DotKernels *dot_kernels_avx512() {
     static const DotKernels table = {
-        "avx512",      to_q8_0,       to_q8_1,       to_q8_K,       to_f16,        to_bf16,
-        dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
-        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   axpy_f16,
+        "avx512",      to_q8_0,       to_q8_1,       to_q8_K,           to_f16,
+        to_bf16,       dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0,     dot_q5_1_q8_1,
+        dot_q8_0_q8_0, dot_q4_K_q8_K, dot_q5_K_q8_K, dot_q6_K_q8_K,     dot_f16_f16,
+        dot_bf16_bf16, dot_f32_f32,   axpy_f16,      pack_panel_avx512, gemm_panel_avx512,
     };
     return &table;
 }
