@@ -1,5 +1,6 @@
 #include "threadpool.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <string>
@@ -20,7 +21,7 @@ namespace {
 // ~100 µs of pause instructions before a worker sleeps: long enough to catch the next kernel of a
 // forward pass, short enough not to steal a core from a descheduled peer on a busy machine.
 constexpr int kSpinIterations = 4000;
-constexpr int kCallerSpins = 2000;  // then the caller yields its core to late workers
+constexpr int kCallerSpins = 200;  // then the caller yields its core to late workers
 constexpr int kMaxThreads = 256;
 }  // namespace
 
@@ -58,11 +59,27 @@ void ThreadPool::resize(int n_threads) {
     start_workers(n_threads);
 }
 
+// state_ packs [epoch:16 | n_tasks:24 | next task:24]. A task is claimed by a CAS on the whole
+// word, so a worker that wakes late can only claim tasks of the run now published (the epoch
+// defeats ABA between runs with equal counts), and the caller never waits for a worker that has
+// not started: it returns once every task is done, by whoever ran it.
+namespace {
+constexpr int kFieldBits = 24;
+constexpr uint64_t kFieldMask = (uint64_t(1) << kFieldBits) - 1;
+constexpr int64_t kMaxTasksPerRound = (int64_t)kFieldMask;
+}  // namespace
+
 void ThreadPool::drain(int thread_index) {
     for (;;) {
-        const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
-        if (task >= n_tasks_) break;
-        (*fn_)(task, thread_index);
+        uint64_t v = state_.load(std::memory_order_acquire);
+        uint64_t task;
+        do {
+            task = v & kFieldMask;
+            if (task >= ((v >> kFieldBits) & kFieldMask)) return;
+        } while (!state_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel,
+                                               std::memory_order_acquire));
+        (*fn_)(task_base_ + (int64_t)task, thread_index);
+        done_.fetch_add(1, std::memory_order_release);
     }
 }
 
@@ -74,20 +91,25 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)> &f
         return;
     }
     fn_ = &fn;
-    n_tasks_ = n_tasks;
-    next_task_.store(0, std::memory_order_relaxed);
-    busy_workers_.store((int)workers_.size(), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
-    if (sleeping_.load(std::memory_order_acquire) > 0) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        wake_.notify_all();
-    }
-    drain(0);
-    for (int spins = 0; busy_workers_.load(std::memory_order_acquire) != 0; ++spins) {
-        if (spins < kCallerSpins)
-            PHIRT_CPU_RELAX();
-        else
-            std::this_thread::yield();
+    for (int64_t base = 0; base < n_tasks; base += kMaxTasksPerRound) {
+        const int64_t count = std::min(kMaxTasksPerRound, n_tasks - base);
+        task_base_ = base;
+        done_.store(0, std::memory_order_relaxed);
+        epoch_ = (epoch_ + 1) & 0xFFFF;
+        state_.store((epoch_ << (2 * kFieldBits)) | ((uint64_t)count << kFieldBits),
+                     std::memory_order_release);
+        generation_.fetch_add(1, std::memory_order_release);
+        if (sleeping_.load(std::memory_order_acquire) > 0) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            wake_.notify_all();
+        }
+        drain(0);
+        for (int spins = 0; done_.load(std::memory_order_acquire) != count; ++spins) {
+            if (spins < kCallerSpins)
+                PHIRT_CPU_RELAX();
+            else
+                std::this_thread::yield();
+        }
     }
     fn_ = nullptr;
 }
@@ -110,7 +132,6 @@ void ThreadPool::worker_loop(int index, uint64_t seen) {
         seen = gen;
         if (stop_.load()) return;
         drain(index);
-        busy_workers_.fetch_sub(1, std::memory_order_acq_rel);
     }
 }
 

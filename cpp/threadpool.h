@@ -41,12 +41,13 @@ class ThreadPool {
     std::mutex mutex_;
     std::condition_variable wake_;
     std::atomic<uint64_t> generation_{0};
-    std::atomic<int64_t> next_task_{0};
-    std::atomic<int> busy_workers_{0};
+    std::atomic<uint64_t> state_{0};  // epoch, task count and next task of the current run
+    std::atomic<int64_t> done_{0};    // tasks of the current run finished
+    uint64_t epoch_ = 0;
+    int64_t task_base_ = 0;  // index of the current round's first task (runs over 2^24 tasks)
     std::atomic<int> sleeping_{0};
     std::atomic<bool> stop_{false};
     std::atomic<int> size_{1};
-    int64_t n_tasks_ = 0;
     const std::function<void(int64_t, int)> *fn_ = nullptr;
 };
 

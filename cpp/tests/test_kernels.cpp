@@ -8,6 +8,7 @@
 // unpacked blocks (scale part and offset part of each weight separately), so cancellation in the
 // true value never makes the bound meaningless.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdarg>
 #include <cstddef>
@@ -967,6 +968,25 @@ void test_rope(const std::string &isa) {
 
 }  // namespace
 
+// Every task of every run executes exactly once, across runs of varied sizes back to back (a
+// worker waking late must not claim a finished run's tasks) and across a resize.
+void test_thread_pool() {
+    Section s("thread pool: each task runs exactly once");
+    ThreadPool &pool = global_pool();
+    std::vector<std::atomic<int>> hits(4096);
+    for (int round = 0; round < 2000; ++round) {
+        if (round == 1000) set_num_threads(2);
+        const int64_t n = 1 + (round * 37) % 4096;
+        for (int64_t i = 0; i < n; ++i) hits[i].store(0, std::memory_order_relaxed);
+        pool.run(n, [&](int64_t t, int) { hits[t].fetch_add(1, std::memory_order_relaxed); });
+        bool once = true;
+        for (int64_t i = 0; i < n; ++i) once &= hits[i].load() == 1;
+        check(once,
+              fmt("round %d (%lld tasks): a task ran zero or several times", round, (long long)n));
+    }
+    set_num_threads(3);
+}
+
 int main() {
     set_num_threads(3);  // several workers even on a small machine, so matmul/attention split work
     const std::vector<std::string> isas = available_isas();
@@ -978,6 +998,7 @@ int main() {
         test_round_trip();
         test_activation_round_trip();
         test_attention_reference();
+        test_thread_pool();
         const DotKernels &S = dot_kernels_scalar();
         for (const std::string &isa : isas) {
             if (isa == "scalar") continue;
