@@ -17,6 +17,14 @@ using VecDotFn = float (*)(int64_t n, const void *w, const void *x);
 using ConvertFn = void (*)(const float *x, void *y, int64_t n);
 // y[i] += a * x[i] for an f16 row (attention's V accumulation).
 using AxpyF16Fn = void (*)(int64_t n, float a, const ggml_half *x, float *y);
+// Attention over n cached f16 rows of hd elements (rows hd apart):
+// scores[j] = scale · Σ_d k[j][d]·q[d], with q holding f16-representable values;
+using AttnScoresFn = void (*)(int64_t hd, int64_t n, const ggml_half *k, const float *q,
+                              float scale, float *scores);
+// o[d] += p[j]·v[j][d] for j = 0..n-1 in order, each product rounded before its add (as axpy_f16).
+using AttnValuesFn = void (*)(int64_t hd, int64_t n, const float *p, const ggml_half *v, float *o);
+// s[j] = exp(s[j] - max) for j < n; returns Σ s[j] (softmax numerators and denominator).
+using ExpSumFn = double (*)(int64_t n, float max, float *s);
 
 struct DotKernels {
     const char *isa;
@@ -40,6 +48,10 @@ struct DotKernels {
     // Packed GEMM for prefill (gemm.h); nullptr where the one-row dots are faster (no VNNI).
     PackPanelFn pack_panel;
     GemmPanelFn gemm_panel;
+    // Whole-row attention loops; nullptr: ops.cpp loops over f16_f16 and axpy_f16 per key.
+    AttnScoresFn attn_scores;
+    AttnValuesFn attn_values;
+    ExpSumFn exp_sum;  // nullptr: std::exp per element
 };
 
 // The scalar reference table (always available).

@@ -231,10 +231,10 @@ void to_bf16(const float *x, void *y, int64_t n) {
 
 const DotKernels &dot_kernels_scalar() {
     static const DotKernels table = {
-        "scalar",      to_q8_0,       to_q8_1,       to_q8_K,        to_f16,
-        to_bf16,       dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0,  dot_q5_1_q8_1,
-        dot_q8_0_q8_0, dot_q4_K_q8_K, dot_q5_K_q8_K, dot_q6_K_q8_K,  dot_f16_f16,
-        dot_bf16_bf16, dot_f32_f32,   axpy_f16,      pack_panel_ref, gemm_panel_ref,
+        "scalar",       to_q8_0,        to_q8_1,       to_q8_K,       to_f16,        to_bf16,
+        dot_q4_0_q8_0,  dot_q4_1_q8_1,  dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
+        dot_q5_K_q8_K,  dot_q6_K_q8_K,  dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   axpy_f16,
+        pack_panel_ref, gemm_panel_ref, nullptr,       nullptr,       nullptr,
     };
     return table;
 }

@@ -138,6 +138,7 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
     global_pool().run(m * n_head, [&](int64_t task, int) {
         thread_local std::vector<float> scores;
         thread_local std::vector<ggml_half> q16;
+        thread_local std::vector<float> q32;
         const int64_t i = task / n_head, h = task % n_head, kvh = h / group;
         const int64_t p = pos0 + i;
         const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
@@ -147,24 +148,36 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
         kern.to_f16(q + task * hd, q16.data(), hd);
         const ggml_half *kh = k_cache + kvh * n_ctx * hd;
         const ggml_half *vh = v_cache + kvh * n_ctx * hd;
-        float max = -INFINITY;
-        for (int64_t j = 0; j < n_keys; ++j) {
-            const float s = kern.f16_f16(hd, kh + (lo + j) * hd, q16.data()) * scale;
-            scores[j] = s;
-            max = std::max(max, s);
+        if (kern.attn_scores != nullptr) {
+            if ((int64_t)q32.size() < hd) q32.resize(hd);
+            for (int64_t d = 0; d < hd; ++d) q32[d] = fp16_to_fp32(q16[d]);
+            kern.attn_scores(hd, n_keys, kh + lo * hd, q32.data(), scale, scores.data());
+        } else {
+            for (int64_t j = 0; j < n_keys; ++j)
+                scores[j] = kern.f16_f16(hd, kh + (lo + j) * hd, q16.data()) * scale;
         }
+        float max = -INFINITY;
+        for (int64_t j = 0; j < n_keys; ++j) max = std::max(max, scores[j]);
         double sum = 0.0;
-        for (int64_t j = 0; j < n_keys; ++j) {
-            const float e = std::exp(scores[j] - max);
-            scores[j] = e;
-            sum += (double)e;
+        if (kern.exp_sum != nullptr) {
+            sum = kern.exp_sum(n_keys, max, scores.data());
+        } else {
+            for (int64_t j = 0; j < n_keys; ++j) {
+                const float e = std::exp(scores[j] - max);
+                scores[j] = e;
+                sum += (double)e;
+            }
         }
         const float inv = (float)(1.0 / sum);
         float *o = out + task * hd;
         std::fill(o, o + hd, 0.0f);
-        for (int64_t j = 0; j < n_keys; ++j) {
-            const float pj = fp16_to_fp32(fp32_to_fp16(scores[j] * inv));
-            kern.axpy_f16(hd, pj, vh + (lo + j) * hd, o);
+        for (int64_t j = 0; j < n_keys; ++j)
+            scores[j] = fp16_to_fp32(fp32_to_fp16(scores[j] * inv));
+        if (kern.attn_values != nullptr) {
+            kern.attn_values(hd, n_keys, scores.data(), vh + lo * hd, o);
+        } else {
+            for (int64_t j = 0; j < n_keys; ++j)
+                kern.axpy_f16(hd, scores[j], vh + (lo + j) * hd, o);
         }
     });
 }

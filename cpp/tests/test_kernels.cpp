@@ -807,6 +807,7 @@ const AttnCase kAttnCases[] = {
     {5, 4, 2, 72, 24, 7, 0},      // GQA, head_dim with an 8-element tail
     {3, 2, 1, 36, 16, 0, 4},      // sliding window, 4-element tail
     {1, 8, 8, 128, 300, 299, 0},  // decode over a long cache
+    {2, 2, 1, 160, 40, 30, 0},    // head wider than one 128-element block of accumulators
     {4, 4, 4, 96, 64, 20, 9},
 };
 

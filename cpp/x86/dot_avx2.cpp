@@ -389,6 +389,7 @@ const DotKernels *dot_kernels_avx2() {
         dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
         dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   axpy_f16,
         nullptr,       nullptr,  // VPMADDUBSW saturates on Q8_0 panel bytes
+        nullptr,       nullptr,       nullptr,
     };
     return &table;
 }

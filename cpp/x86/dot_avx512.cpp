@@ -451,6 +451,131 @@ float dot_f32_f32(int64_t n, const void *vw, const void *vx) {
         [&](int64_t i) { return w[i] * x[i]; });
 }
 
+// ---------------------------------------------------------------- attention rows
+
+// Up to 16 f16 (mask-loaded) as floats.
+inline __m512 load_f16(const ggml_half *p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+
+// Four keys at a time so four FMA chains are in flight; the last chunk of a row is masked.
+void attn_scores(int64_t hd, int64_t n, const ggml_half *k, const float *q, float scale,
+                 float *scores) {
+    const int64_t chunks = (hd + 15) / 16;
+    const __mmask16 last = (__mmask16)(0xFFFFu >> ((16 - hd % 16) % 16));
+    auto mask = [&](int64_t c) { return c + 1 == chunks ? last : (__mmask16)0xFFFF; };
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const ggml_half *kj = k + j * hd;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t c = 0; c < chunks; ++c) {
+            const __mmask16 m = mask(c);
+            const __m512 qv = _mm512_maskz_loadu_ps(m, q + c * 16);
+            a0 = _mm512_fmadd_ps(load_f16(kj + c * 16, m), qv, a0);
+            a1 = _mm512_fmadd_ps(load_f16(kj + hd + c * 16, m), qv, a1);
+            a2 = _mm512_fmadd_ps(load_f16(kj + 2 * hd + c * 16, m), qv, a2);
+            a3 = _mm512_fmadd_ps(load_f16(kj + 3 * hd + c * 16, m), qv, a3);
+        }
+        scores[j] = _mm512_reduce_add_ps(a0) * scale;
+        scores[j + 1] = _mm512_reduce_add_ps(a1) * scale;
+        scores[j + 2] = _mm512_reduce_add_ps(a2) * scale;
+        scores[j + 3] = _mm512_reduce_add_ps(a3) * scale;
+    }
+    for (; j < n; ++j) {
+        __m512 a = _mm512_setzero_ps();
+        for (int64_t c = 0; c < chunks; ++c)
+            a = _mm512_fmadd_ps(load_f16(k + j * hd + c * 16, mask(c)),
+                                _mm512_maskz_loadu_ps(mask(c), q + c * 16), a);
+        scores[j] = _mm512_reduce_add_ps(a) * scale;
+    }
+}
+
+// NC chunks of 16 of o stay in registers while every value row passes; mul then add, as the spec.
+template <int NC>
+void attn_values_block(int64_t hd, int64_t n, const float *p, const ggml_half *v, float *o,
+                       __mmask16 last) {
+    __m512 acc[NC];
+    for (int c = 0; c < NC; ++c)
+        acc[c] = _mm512_maskz_loadu_ps(c + 1 == NC ? last : (__mmask16)0xFFFF, o + c * 16);
+    for (int64_t j = 0; j < n; ++j) {
+        const __m512 pj = _mm512_set1_ps(p[j]);
+        for (int c = 0; c < NC; ++c) {
+            const __m512 x = load_f16(v + j * hd + c * 16, c + 1 == NC ? last : (__mmask16)0xFFFF);
+            acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(pj, x));
+        }
+    }
+    for (int c = 0; c < NC; ++c)
+        _mm512_mask_storeu_ps(o + c * 16, c + 1 == NC ? last : (__mmask16)0xFFFF, acc[c]);
+}
+
+void attn_values(int64_t hd, int64_t n, const float *p, const ggml_half *v, float *o) {
+    // Blocks of up to 8 chunks (128 elements); v rows stay hd apart.
+    for (int64_t d0 = 0; d0 < hd; d0 += 128) {
+        const int64_t width = hd - d0 < 128 ? hd - d0 : 128;
+        const int nc = (int)((width + 15) / 16);
+        const __mmask16 last = (__mmask16)(0xFFFFu >> ((16 - width % 16) % 16));
+        switch (nc) {
+            case 1:
+                attn_values_block<1>(hd, n, p, v + d0, o + d0, last);
+                break;
+            case 2:
+                attn_values_block<2>(hd, n, p, v + d0, o + d0, last);
+                break;
+            case 3:
+                attn_values_block<3>(hd, n, p, v + d0, o + d0, last);
+                break;
+            case 4:
+                attn_values_block<4>(hd, n, p, v + d0, o + d0, last);
+                break;
+            case 5:
+                attn_values_block<5>(hd, n, p, v + d0, o + d0, last);
+                break;
+            case 6:
+                attn_values_block<6>(hd, n, p, v + d0, o + d0, last);
+                break;
+            case 7:
+                attn_values_block<7>(hd, n, p, v + d0, o + d0, last);
+                break;
+            default:
+                attn_values_block<8>(hd, n, p, v + d0, o + d0, last);
+                break;
+        }
+    }
+}
+
+// exp(x) for x <= 0 (softmax arguments): x = n·ln2 + r with |r| <= ln2/2 (ln2 split in two so
+// r is exact to ~1e-10), exp(r) by its degree-7 Taylor polynomial (truncation < 2e-9 relative),
+// then scaled by 2^n; below -87.3 the result is 0, as expf's nearest float is denormal or 0.
+inline __m512 exp_nonpositive(__m512 x) {
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512 e = _mm512_scalef_ps(p, n);
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ), e,
+                                _mm512_setzero_ps());
+}
+
+double exp_sum(int64_t n, float max, float *s) {
+    const __m512 vmax = _mm512_set1_ps(max);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), vmax));
+        _mm512_mask_storeu_ps(s + j, m, e);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
+    }
+    return (double)_mm512_reduce_add_ps(acc);
+}
+
 }  // namespace
 
 const DotKernels *dot_kernels_avx512() {
@@ -459,6 +584,7 @@ const DotKernels *dot_kernels_avx512() {
         to_bf16,       dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0,     dot_q5_1_q8_1,
         dot_q8_0_q8_0, dot_q4_K_q8_K, dot_q5_K_q8_K, dot_q6_K_q8_K,     dot_f16_f16,
         dot_bf16_bf16, dot_f32_f32,   axpy_f16,      pack_panel_avx512, gemm_panel_avx512,
+        attn_scores,   attn_values,   exp_sum,
     };
     return &table;
 }
