@@ -239,7 +239,10 @@ def warm_page_cache(path: str) -> float:
 
 
 def n_ctx_for(args: argparse.Namespace, job: str) -> int:
-    need = max(max(args.pp), SHORT_PROMPT + args.tg) if job == "main" else LONG_FAR + LONG_TG
+    if job == "main":  # the warm-up decodes after the longest prompt
+        need = max(min(max(args.pp), N_BATCH) + WARMUP_DECODE, SHORT_PROMPT + args.tg)
+    else:
+        need = LONG_FAR + LONG_TG
     return -(-need // 256) * 256  # llama.cpp pads n_ctx to 256; give phirt the same cache
 
 

@@ -192,7 +192,8 @@ class Tokenizer:
         if self.add_bos and self.bos_id is None:
             raise FormatError("add_bos_token is set but the vocabulary has no BOS token", path)
 
-        self.attrs: list[int] = [int(_TYPE_ATTR.get(t, Attr.UNDEFINED)) for t in self.types]
+        type_attr = {t: int(a) for t, a in _TYPE_ATTR.items()}
+        self.attrs: list[int] = [type_attr.get(t, int(Attr.UNDEFINED)) for t in self.types]
         eog = {i for i in (self.eos_id, self.eot_id, self.eom_id) if i is not None}
         for text in EOG_TEXTS | _FIM_TEXTS:
             i = self.token_to_id.get(text)
@@ -202,15 +203,16 @@ class Tokenizer:
                     eog.add(i)
         self.eot_ids: frozenset[int] = frozenset(eog)
         # longest first, so "<|endoftext|>" is cut out before any special token inside it
+        special, byte = int(_SPECIAL), int(Attr.BYTE)  # plain ints: IntFlag ops are slow
         self._special_ids = sorted(
-            (i for i, a in enumerate(self.attrs) if a & _SPECIAL),
+            (i for i, a in enumerate(self.attrs) if a & special),
             key=lambda i: (-len(self.tokens[i]), i),
         )
         self._apply_name_rules(str(meta.get("general.name", "")))
         self._pieces: list[bytes | None] = [None] * n
         self._byte_ids: dict[int, int] = {}
         for i, a in enumerate(self.attrs):
-            if a & Attr.BYTE:
+            if a & byte:
                 self._byte_ids.setdefault(self._byte_value(i), i)
         self._bpe = _BpeModel(self, meta.get("tokenizer.ggml.merges")) if self.pre else None
 
@@ -533,11 +535,12 @@ class _BpeModel:
             cut = merge.find(" ", 1)  # as llama.cpp: the first space after the first character
             if cut < 0:
                 raise FormatError(f"BPE merge {merge!r} has no space", tok.path)
-            pair = (merge[:cut], merge[cut + 1 :])
+            left, right = merge[:cut], merge[cut + 1 :]
+            pair = (left, right)
             # llama.cpp keeps the first of duplicate merges. `tokenizers` panics on merges whose
             # parts or result are not tokens (llama.cpp would spell such a result out byte by
             # byte); no real vocabulary has them, so they are left out.
-            if pair in seen or not all(t in vocab for t in (*pair, pair[0] + pair[1])):
+            if pair in seen or left not in vocab or right not in vocab or left + right not in vocab:
                 continue
             seen.add(pair)
             pairs.append(pair)

@@ -198,6 +198,29 @@ class _Cursor:
         self.pos += n
         return text
 
+    def _strings(self, count: int, what: str) -> list[str]:
+        """`count` strings in a tight loop (vocabularies hold ~100k); on any problem, the
+        checked reader re-reads the offending item and names it."""
+        buf, pos, size = self.buf, self.pos, self.size
+        out: list[str] = []
+        append = out.append
+        try:
+            for _ in range(count):
+                n = int.from_bytes(buf[pos : pos + 8], "little")
+                end = pos + 8 + n
+                if end > size:
+                    break
+                append(str(buf[pos + 8 : end], "utf-8"))
+                pos = end
+            else:
+                self.pos = pos
+                return out
+        except UnicodeDecodeError:
+            pass
+        self.pos = pos
+        self.string(f"{what}[{len(out)}]")  # raises with the precise message
+        raise AssertionError("unreachable")
+
     def check_count(self, count: int, min_bytes: int, what: str) -> None:
         """Reject a count that cannot fit in the rest of the file before looping over it."""
         if count * min_bytes > self.size - self.pos:
@@ -233,7 +256,7 @@ class _Cursor:
             raise UnsupportedError(f"{what} is an array of arrays", self.path)
         if itype == GGUFValueType.STRING:
             self.check_count(count, _STRING_MIN_BYTES, f"{what} array")
-            return itype, [self.string(f"{what}[{i}]") for i in range(count)]
+            return itype, self._strings(count, what)
         fmt, n = _SCALARS[itype]
         self.check_count(count, n, f"{what} array")
         values = np.frombuffer(self.buf, dtype=np.dtype(fmt), count=count, offset=self.pos)
