@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model_factory import VOCAB_PATH, ModelFactory, requires_llama_cpp
-
-__all__ = ["requires_llama_cpp"]  # also importable from model_factory (preferred)
+from model_factory import VOCAB_PATH, ModelFactory
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import requires_llama_cpp
+from model_factory import requires_llama_cpp
 
 pytestmark = [requires_llama_cpp, pytest.mark.llamacpp]
 

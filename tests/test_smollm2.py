@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import requires_llama_cpp
+from model_factory import requires_llama_cpp
 from smollm2 import smollm2_path
 from test_engine_llamacpp import assert_same_greedy
 
