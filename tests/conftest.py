@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny random-weight GGUF models (model_factory.py), built once per session."""
+"""Shared fixtures: tiny random-weight GGUF models (model_factory.py), built once per session, and
+the kernel ISA paths."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import phirt._kernels as K
 import pytest
 
 from model_factory import VOCAB_PATH, ModelFactory
@@ -20,3 +23,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> ModelFactory:
 def vocab_path() -> Path:
     """The real Phi-3 tokenizer, vocabulary only (no tensors)."""
     return VOCAB_PATH
+
+
+@pytest.fixture(params=K.available_isas())
+def each_isa(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs the test once per kernel ISA path this CPU has (scalar included), with it selected."""
+    previous = K.isa()
+    K.set_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        K.set_isa(previous)

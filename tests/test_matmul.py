@@ -1,6 +1,6 @@
 """matmul (Y = X·Wᵀ) and get_rows against float64 numpy on the weights as gguf-py dequantizes them.
 
-Every test here runs once per ISA this machine has (the ``isa`` fixture); test_kernels_isa.py
+Every test here runs once per ISA this machine has (the ``each_isa`` fixture); test_kernels_isa.py
 compares the ISA paths with each other, this file compares each one with an external reference.
 
 The error bound. The kernel quantizes each activation block, then computes an exact integer dot
@@ -37,7 +37,6 @@ agree with float64 to within float32 rounding, which pins down indexing and scal
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import cache
 
 import numpy as np
@@ -106,14 +105,7 @@ F16_FIELDS = {
 }
 
 
-@pytest.fixture(autouse=True, params=K.available_isas())
-def isa(request: pytest.FixtureRequest) -> Iterator[str]:
-    previous = K.isa()
-    K.set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        K.set_isa(previous)
+pytestmark = pytest.mark.usefixtures("each_isa")
 
 
 # ---- weights ----------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ exactly (e = 0), where only float32 rounding separates the two.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import numpy as np
@@ -43,16 +42,6 @@ from phirt.formats.onnx_nbits import MatMulNBitsAttrs, load_matmulnbits, pack_ze
 
 U = 2.0**-24  # float32 unit roundoff
 BLOCK_SIZES = [16, 32, 64, 128, 256]
-
-
-@pytest.fixture(params=K.available_isas())
-def isa(request: pytest.FixtureRequest) -> Iterator[str]:
-    previous = K.isa()
-    K.set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        K.set_isa(previous)
 
 
 # ---- weights and the onnxruntime reference ------------------------------------------------------
@@ -259,9 +248,10 @@ def bound(w: np.ndarray, x: np.ndarray, e: np.ndarray) -> np.ndarray:
 MATMUL_CASES = [(m, bs) for m in (1, 7, 64) for bs in BLOCK_SIZES]
 
 
+@pytest.mark.usefixtures("each_isa")
 @pytest.mark.parametrize(("m", "bs"), MATMUL_CASES)
 @pytest.mark.parametrize("zp", [False, True])
-def test_matmul_within_activation_bound(isa: str, m: int, bs: int, zp: bool) -> None:
+def test_matmul_within_activation_bound(m: int, bs: int, zp: bool) -> None:
     rng = np.random.default_rng([m, bs, zp])
     n, k = 37, (4 * bs + 21 if bs < 256 else 3 * bs - 70)
     b, _, zps = random_weights(rng, n, k, bs, zp)
@@ -331,8 +321,9 @@ def test_isa_paths_equal_scalar(bs: int, m: int) -> None:
         K.set_isa(previous)
 
 
+@pytest.mark.usefixtures("each_isa")
 @pytest.mark.parametrize("m", [1, 33])
-def test_thread_count_does_not_change_results(isa: str, m: int) -> None:
+def test_thread_count_does_not_change_results(m: int) -> None:
     rng = np.random.default_rng(m)
     n, k, bs = 77, 300, 64
     mat = K.nbits_repack(*random_weights(rng, n, k, bs, True), k, bs)
