@@ -20,21 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from ggml_blocks import F16_FIELDS, WEIGHT_TYPES, random_blocks
+
 T = GGMLQuantizationType
 
-QUANTIZE_TYPES = [
-    T.F32,
-    T.F16,
-    T.BF16,
-    T.Q4_0,
-    T.Q4_1,
-    T.Q5_0,
-    T.Q5_1,
-    T.Q8_0,
-    T.Q4_K,
-    T.Q5_K,
-    T.Q6_K,
-]
+QUANTIZE_TYPES = WEIGHT_TYPES
 MATMUL_TYPES = QUANTIZE_TYPES
 BLOCK_TYPES = [t for t in QUANTIZE_TYPES if GGML_QUANT_SIZES[t][0] > 1]
 # Type ids phirt does not read: gaps in GGML's numbering, types it has no kernels for, garbage.
@@ -70,20 +60,11 @@ def row_bytes(qtype: T, k: int) -> int:
     return k // bs * ts
 
 
-# Byte offset of the f16 scale fields in each block; the other bytes are free bits.
-F16_FIELDS = {T.Q4_0: (0,), T.Q4_1: (0, 2), T.Q5_0: (0,), T.Q5_1: (0, 2), T.Q8_0: (0,)}
-F16_FIELDS |= {T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
-
-
 def valid_matrix(qtype: T, n: int, k: int) -> K.QMatrix:
     """A valid n x k matrix: random blocks with scale 1/64 (no quantizer involved)."""
     rng = np.random.default_rng(0)
     if qtype in F16_FIELDS:
-        ts = GGML_QUANT_SIZES[qtype][1]
-        blocks = rng.integers(0, 256, (n * k // GGML_QUANT_SIZES[qtype][0], ts), dtype=np.uint8)
-        for off in F16_FIELDS[qtype]:
-            blocks[:, off : off + 2] = np.array([1 / 64], np.float16).view(np.uint8)
-        data = blocks.reshape(n, -1)
+        data = random_blocks(qtype, n, k, rng, lambda _, nb: np.full(nb, 1 / 64))
     else:
         x = rng.standard_normal((n, k)).astype(np.float32)
         data = np.ascontiguousarray(gq.quantize(x, qtype)).view(np.uint8).reshape(n, -1)

@@ -45,22 +45,11 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf import quants as gq
 
+from ggml_blocks import F16_FIELDS, WEIGHT_TYPES, random_blocks
+
 T = GGMLQuantizationType
 U = 2.0**-24  # float32 unit roundoff
 
-WEIGHT_TYPES = [
-    T.Q4_0,
-    T.Q4_1,
-    T.Q5_0,
-    T.Q5_1,
-    T.Q8_0,
-    T.Q4_K,
-    T.Q5_K,
-    T.Q6_K,
-    T.F16,
-    T.BF16,
-    T.F32,
-]
 ACT = {
     T.Q4_0: "q8_0",
     T.Q5_0: "q8_0",
@@ -92,35 +81,15 @@ CASES = [
     (33, 768, 45),
 ]
 
-# Byte offsets of f16 scale fields per block; the rest of a block is free bits.
-F16_FIELDS = {
-    T.Q4_0: (0,),
-    T.Q4_1: (0, 2),
-    T.Q5_0: (0,),
-    T.Q5_1: (0, 2),
-    T.Q8_0: (0,),
-    T.Q4_K: (0, 2),
-    T.Q5_K: (0, 2),
-    T.Q6_K: (208,),
-}
-
-
 pytestmark = pytest.mark.usefixtures("each_isa")
 
 
 # ---- weights ----------------------------------------------------------------------------------
 
 
-def random_blocks(qtype: T, rows: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Random valid blocks (every quant bit pattern, including Q8_0's -128) with f16 scales of
-    random sign and magnitude 2^-10 .. 2^-2."""
-    bs, ts = GGML_QUANT_SIZES[qtype]
-    nb = rows * k // bs
-    blocks = rng.integers(0, 256, size=(nb, ts), dtype=np.uint8)
-    for off in F16_FIELDS[qtype]:
-        scale = rng.choice([-1.0, 1.0], nb) * 2.0 ** rng.uniform(-10, -2, nb)
-        blocks[:, off : off + 2] = scale.astype(np.float16).view(np.uint8).reshape(nb, 2)
-    return blocks.reshape(rows, nb // rows * ts if rows else 0)
+def moderate_scales(rng: np.random.Generator, n: int) -> np.ndarray:
+    """f16 scales of random sign and magnitude 2^-10 .. 2^-2."""
+    return rng.choice([-1.0, 1.0], n) * 2.0 ** rng.uniform(-10, -2, n)
 
 
 def make_weights(qtype: T, n: int, k: int, seed: int) -> np.ndarray:
@@ -128,11 +97,11 @@ def make_weights(qtype: T, n: int, k: int, seed: int) -> np.ndarray:
     odd rows random blocks. K-quants: random blocks. Float types: gguf-py's conversion."""
     rng = np.random.default_rng(seed)
     if qtype in (T.Q4_K, T.Q5_K, T.Q6_K):
-        return random_blocks(qtype, n, k, rng)
+        return random_blocks(qtype, n, k, rng, moderate_scales)
     x = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
     data = np.ascontiguousarray(gq.quantize(x, qtype)).view(np.uint8).reshape(n, -1).copy()
     if qtype in F16_FIELDS and n > 1:
-        data[1::2] = random_blocks(qtype, n // 2, k, rng)
+        data[1::2] = random_blocks(qtype, n // 2, k, rng, moderate_scales)
     return data
 
 

@@ -12,35 +12,12 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf import quants as gq
 
+from ggml_blocks import WEIGHT_TYPES, random_blocks
+
 T = GGMLQuantizationType
 
 QUANTIZE_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.F16, T.BF16]
-DEQUANTIZE_TYPES = [
-    T.Q4_0,
-    T.Q4_1,
-    T.Q5_0,
-    T.Q5_1,
-    T.Q8_0,
-    T.Q4_K,
-    T.Q5_K,
-    T.Q6_K,
-    T.F16,
-    T.BF16,
-    T.F32,
-]
-
-# Byte offsets of the f16 scale fields (d, and m/dmin where present) inside one block; everything
-# else in these blocks is free bits, so random bytes with finite scales are valid blocks.
-F16_FIELDS: dict[T, tuple[int, ...]] = {
-    T.Q4_0: (0,),
-    T.Q4_1: (0, 2),
-    T.Q5_0: (0,),
-    T.Q5_1: (0, 2),
-    T.Q8_0: (0,),
-    T.Q4_K: (0, 2),
-    T.Q5_K: (0, 2),
-    T.Q6_K: (208,),
-}
+DEQUANTIZE_TYPES = WEIGHT_TYPES
 
 
 def gguf_quantize(x: np.ndarray, qtype: T) -> np.ndarray:
@@ -61,18 +38,12 @@ def random_finite_f16(rng: np.random.Generator, n: int) -> np.ndarray:
     bits = rng.integers(0, 1 << 16, size=n, dtype=np.uint16)
     exp = (bits >> 10) & 0x1F
     bits = np.where(exp == 0x1F, bits & 0x83FF, bits)  # inf/NaN exponent -> subnormal/zero
-    return bits.astype(np.uint16)
+    return bits.astype(np.uint16).view(np.float16)
 
 
-def random_blocks(qtype: T, rows: int, k: int, seed: int) -> np.ndarray:
-    """Valid random blocks: random bytes with every f16 scale field made finite."""
-    rng = np.random.default_rng(seed)
-    bs, ts = GGML_QUANT_SIZES[qtype]
-    nb = rows * k // bs
-    blocks = rng.integers(0, 256, size=(nb, ts), dtype=np.uint8)
-    for off in F16_FIELDS.get(qtype, ()):
-        blocks[:, off : off + 2] = random_finite_f16(rng, nb).view(np.uint8).reshape(nb, 2)
-    return blocks.reshape(rows, -1)
+def random_blocks_any_scale(qtype: T, rows: int, k: int, seed: int) -> np.ndarray:
+    """Valid random blocks: random bytes with every f16 scale field finite, of any magnitude."""
+    return random_blocks(qtype, rows, k, np.random.default_rng(seed), random_finite_f16)
 
 
 # ---- quantize inputs ------------------------------------------------------------------------------
@@ -226,7 +197,7 @@ def test_dequantize_random_blocks_equals_gguf(qtype: T, k: int) -> None:
             bits = np.where((bits & 0x7F80) == 0x7F80, bits & 0x807F, bits).astype(np.uint16)
         data = bits.view(np.uint8).reshape(rows, -1)
     else:
-        data = random_blocks(qtype, rows, k, seed=k + qtype.value)
+        data = random_blocks_any_scale(qtype, rows, k, seed=k + qtype.value)
     got = K.dequantize(int(qtype), data, k)
     want = gguf_dequantize(data, qtype, k)
     assert got.dtype == np.float32 and got.shape == (rows, k)
@@ -255,7 +226,7 @@ def test_dequantize_of_quantized_rows_equals_gguf(qtype: T) -> None:
 
 
 def test_dequantize_accepts_flat_bytes() -> None:
-    data = random_blocks(T.Q4_K, 3, 256, seed=3)
+    data = random_blocks_any_scale(T.Q4_K, 3, 256, seed=3)
     np.testing.assert_array_equal(
         K.dequantize(int(T.Q4_K), data.reshape(-1), 256), gguf_dequantize(data, T.Q4_K, 256)
     )
