@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from greedy import assert_same_greedy, llama_cpp_greedy, phirt_greedy
 from model_factory import requires_llama_cpp
 
 pytestmark = [requires_llama_cpp, pytest.mark.llamacpp]
@@ -32,66 +33,27 @@ def prompt_tokens(seed: int = 0) -> list[int]:
     return np.random.default_rng(seed).integers(3, 32000, size=PROMPT_LEN).tolist()
 
 
-def llama_cpp_run(
-    path, tokens: list[int], n_ctx: int
-) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+def assert_same(path, n_ctx: int = N_CTX, seed: int = 0) -> None:
     import llama_cpp
 
+    import phirt
+
+    tokens = prompt_tokens(seed)
     llm = llama_cpp.Llama(
         model_path=str(path), n_ctx=n_ctx, n_threads=2, n_batch=512, logits_all=True, verbose=False
     )
-    llm.eval(tokens)
-    logits = np.array(llm.scores[: len(tokens)], dtype=np.float32)
-    out: list[int] = []
-    steps = [logits[-1]]
-    for _ in range(CONTINUATION):
-        tok = int(np.argmax(steps[-1]))
-        out.append(tok)
-        llm.eval([tok])
-        steps.append(np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32))
-    llm.close()
-    return logits, out, steps
-
-
-def phirt_run(path, tokens: list[int], n_ctx: int) -> tuple[np.ndarray, list[int]]:
-    import phirt
-
+    try:
+        ref_logits, ref_tokens, ref_steps = llama_cpp_greedy(llm, tokens, CONTINUATION)
+    finally:
+        llm.close()
     model = phirt.load(path, n_ctx=n_ctx, n_threads=2)
-    logits = model.logits(tokens)
-    out: list[int] = []
-    last = logits[-1]
-    for _ in range(CONTINUATION):
-        tok = int(np.argmax(last))
-        out.append(tok)
-        last = model.engine.eval([tok])
-    return logits, out
-
-
-def assert_same(path, n_ctx: int = N_CTX, seed: int = 0) -> None:
-    tokens = prompt_tokens(seed)
-    ref_logits, ref_tokens, ref_steps = llama_cpp_run(path, tokens, n_ctx)
-    got_logits, got_tokens = phirt_run(path, tokens, n_ctx)
+    got_logits, got_tokens = phirt_greedy(model, tokens, CONTINUATION)
     assert got_logits.shape == ref_logits.shape
     scale = np.abs(ref_logits).max() + 1.0
     diff = np.abs(got_logits - ref_logits)
     assert diff.max() <= 0.03 * scale, f"max |Δlogit| {diff.max():.3g} > {0.03 * scale:.3g}"
     assert diff.mean() <= 5e-3 * scale, f"mean |Δlogit| {diff.mean():.3g} > {5e-3 * scale:.3g}"
     assert_same_greedy(got_tokens, ref_tokens, ref_steps, tol=0.03 * scale)
-
-
-def assert_same_greedy(got: list[int], ref: list[int], ref_steps, tol: float) -> None:
-    for i, (g, r) in enumerate(zip(got, ref, strict=True)):
-        if g == r:
-            continue
-        top2 = np.sort(ref_steps[i])[-2:]
-        margin = float(top2[1] - top2[0])
-        runner_up = int(np.argsort(ref_steps[i])[-2])
-        assert margin <= tol and g == runner_up, (
-            f"greedy continuations differ at step {i}: phirt {g}, llama.cpp {r} "
-            f"(llama.cpp top-2 margin {margin:.3g}, tolerance {tol:.3g})\n"
-            f"phirt:     {got}\nllama.cpp: {ref}"
-        )
-        return
 
 
 QTYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_K_M"]

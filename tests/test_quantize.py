@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
 
+from greedy import assert_same_greedy, llama_cpp_greedy, phirt_greedy
 from model_factory import ModelFactory, requires_llama_cpp
 from phirt.errors import QuantizeError
 from phirt.quantize import FILE_TYPES, open_source, plan, quantize
-from test_engine_llamacpp import assert_same_greedy
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -537,17 +537,8 @@ def test_greedy_continuation_phirt_equals_llama_cpp(
     # Token ids, not text: random weights emit stray byte tokens, which llama-cpp-python's text
     # drops and phirt shows as U+FFFD.
     llm = llama_cpp.Llama(out, n_ctx=64, verbose=False, n_threads=2, logits_all=True)
-    llm.eval(prompt)
-    ref, steps = [], []
-    for _ in range(16):
-        steps.append(np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32))
-        ref.append(int(np.argmax(steps[-1])))
-        llm.eval([ref[-1]])
-    model = load(out, n_ctx=64)
-    got, last = [], model.logits(prompt)[-1]
-    for _ in range(16):
-        got.append(int(np.argmax(last)))
-        last = model.engine.eval([got[-1]])
+    _, ref, steps = llama_cpp_greedy(llm, prompt, 16)
+    _, got = phirt_greedy(load(out, n_ctx=64), prompt, 16)
     scale = float(np.abs(np.array(steps)).max()) + 1.0
     assert_same_greedy(got, ref, steps, tol=0.03 * scale)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from greedy import assert_same_greedy, llama_cpp_greedy, phirt_greedy
 from model_factory import requires_llama_cpp
 from smollm2 import smollm2_path
-from test_engine_llamacpp import assert_same_greedy
 
 PROMPTS = [
     "The capital of France is",
@@ -43,20 +43,8 @@ def reference():
 def test_greedy_continuation_matches_llama_cpp(model, reference, prompt: str) -> None:
     tokens = reference.tokenize(prompt.encode(), add_bos=True, special=True)
     assert model.tokenize(prompt) == tokens
-    reference.reset()
-    reference.eval(tokens)
-    ref_logits = np.array(reference.scores[: len(tokens)], dtype=np.float32)
-    ref_tokens, ref_steps = [], []
-    for _ in range(CONTINUATION):
-        step = np.array(reference.scores[reference.n_tokens - 1], dtype=np.float32)
-        ref_steps.append(step)
-        ref_tokens.append(int(np.argmax(step)))
-        reference.eval([ref_tokens[-1]])
-    logits = model.logits(tokens)
-    got, last = [], logits[-1]
-    for _ in range(CONTINUATION):
-        got.append(int(np.argmax(last)))
-        last = model.engine.eval([got[-1]])
+    ref_logits, ref_tokens, ref_steps = llama_cpp_greedy(reference, tokens, CONTINUATION)
+    logits, got = phirt_greedy(model, tokens, CONTINUATION)
     # 30 layers of 8-bit activations amplify float summation-order noise: phirt's own scalar,
     # AVX2 and AVX-512 paths differ from each other by up to ~4 % of the logit range (max) and
     # ~0.5 % (mean) on these prompts, exactly as much as they differ from llama.cpp. The bounds
