@@ -23,6 +23,7 @@ from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
 
 from greedy import assert_same_greedy, llama_cpp_greedy, phirt_greedy
 from model_factory import ModelFactory, requires_llama_cpp
+from phirt import load
 from phirt.errors import QuantizeError
 from phirt.quantize import FILE_TYPES, open_source, plan, quantize
 
@@ -303,20 +304,10 @@ def test_f32_logits_llama_cpp_match_transformers(
     np.testing.assert_allclose(got, ref, atol=LOGIT_ATOL, rtol=0)
 
 
-def _phirt_load() -> Any:
-    import phirt
-
-    try:
-        return phirt.load
-    except (AttributeError, ImportError) as exc:  # engine not built yet
-        pytest.skip(f"phirt.load is not available: {exc}")
-
-
 @pytest.mark.parametrize("name", sorted(CHECKPOINTS))
 def test_f32_logits_phirt_match_transformers(
     name: str, checkpoints: dict[str, Path], converted: dict[str, Path]
 ) -> None:
-    load = _phirt_load()
     tokens = _tokens(_n_vocab(checkpoints[name]))
     ref = hf_logits(checkpoints[name], tokens)
     got = load(converted[name], n_ctx=128).logits(tokens)
@@ -326,7 +317,6 @@ def test_f32_logits_phirt_match_transformers(
 def test_phi3_sliding_window_matches_transformers(tmp_path: Path) -> None:
     """llama.cpp ignores Phi-3's sliding window, so transformers is the reference here: with a
     window of 8 over 24 tokens, phirt must match its local attention (and not full attention)."""
-    load = _phirt_load()
     folder = make_phi3(tmp_path / "phi3_swa", sliding_window=8)
     gguf_path = quantize(folder, tmp_path / "phi3_swa-f32.gguf", "f32").path
     tokens = _tokens(_n_vocab(folder))
@@ -529,7 +519,6 @@ def test_llama_cpp_loads_every_type(
 def test_greedy_continuation_phirt_equals_llama_cpp(
     file_type: str, checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
-    load = _phirt_load()
     import llama_cpp
 
     out = quantize(checkpoints["phi3"], tmp_path / "m.gguf", file_type).path

@@ -2,7 +2,7 @@
 
 The metric arithmetic is checked with llama.cpp as the engine (an adapter with the same
 ``tokenize`` / ``logits`` surface as phirt's Model) against torch's cross entropy and KL; phirt's
-own numbers, where its engine is available, are held to llama.cpp's on the same files.
+own numbers are held to llama.cpp's on the same files.
 """
 
 from __future__ import annotations
@@ -107,19 +107,9 @@ def test_same_file_has_zero_divergence_and_kl_grows_as_bits_fall(files: dict[str
     assert q8.top1_agreement >= q4.top1_agreement
 
 
-def _phirt_load() -> Any:
-    import phirt
-
-    try:
-        return phirt.load
-    except (AttributeError, ImportError) as exc:  # engine not built yet
-        pytest.skip(f"phirt.load is not available: {exc}")
-
-
 @requires_llama_cpp
 @pytest.mark.llamacpp
 def test_phirt_eval_agrees_with_llama_cpp(files: dict[str, Path]) -> None:
-    _phirt_load()
     ours = evaluate(files["f32"], files["q4_0"], EVAL_TEXT, ctx=CTX)
     ref = evaluate(files["f32"], files["q4_0"], EVAL_TEXT, ctx=CTX, load=LlamaCppModel)
     assert ours.n_tokens == ref.n_tokens
@@ -131,7 +121,6 @@ def test_phirt_eval_agrees_with_llama_cpp(files: dict[str, Path]) -> None:
 def test_cli_eval_quant_prints_table(
     files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _phirt_load()
     from phirt.cli import main
 
     text = tmp_path / "text.txt"
