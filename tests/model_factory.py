@@ -385,18 +385,28 @@ def _write_gguf_py(spec: ModelSpec, path: Path, qtype: str) -> None:
     writer.close()
 
 
-def _write_llama_cpp_quant(spec: ModelSpec, path: Path, qtype: str) -> None:
+def llama_cpp_quantize(src: Path, dst: Path, ftype: LlamaFileType, *, pure: bool = False) -> Path:
+    """llama.cpp's own file quantizer (llama_model_quantize) from src to dst. It mixes types per
+    tensor as llama-quantize does; ``pure`` gives every matrix ftype's type."""
     import llama_cpp
 
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(ftype)
+    params.pure = pure
+    params.nthread = min(8, os.cpu_count() or 1)
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize({ftype.name}) failed with {rc} for {dst}")
+    return dst
+
+
+def _write_llama_cpp_quant(spec: ModelSpec, path: Path, qtype: str) -> None:
     source = path.with_suffix(".f32.tmp")
     _write_gguf_py(spec, source, "F32")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(LLAMA_CPP_QTYPES[qtype])
-    params.nthread = min(8, os.cpu_count() or 1)
-    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(path).encode(), params)
-    source.unlink()
-    if rc != 0:
-        raise RuntimeError(f"llama_model_quantize({qtype}) failed with {rc} for {path}")
+    try:
+        llama_cpp_quantize(source, path, LLAMA_CPP_QTYPES[qtype])
+    finally:
+        source.unlink()
 
 
 def build(spec: ModelSpec, out_dir: str | os.PathLike[str]) -> Path:
@@ -473,6 +483,7 @@ __all__ = [
     "ModelSpec",
     "build",
     "has_llama_cpp",
+    "llama_cpp_quantize",
     "llama_spec",
     "make_llama",
     "make_phi2",

@@ -22,7 +22,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
 
 from greedy import assert_same_greedy, llama_cpp_greedy, phirt_greedy
-from model_factory import ModelFactory, requires_llama_cpp
+from model_factory import ModelFactory, llama_cpp_quantize, requires_llama_cpp
 from phirt import load
 from phirt.errors import QuantizeError
 from phirt.quantize import FILE_TYPES, open_source, plan, quantize
@@ -414,16 +414,6 @@ def test_phi3_special_tokens_are_control(converted: dict[str, Path]) -> None:
 # -- quantized outputs are llama.cpp's, byte for byte -------------------------------------------
 
 
-def _llama_quantize(src: Path, dst: Path, ftype: LlamaFileType) -> Path:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(ftype)
-    params.nthread = 2
-    assert llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) == 0
-    return dst
-
-
 def _assert_same_tensors(ours: Path, ref: Path) -> None:
     a = {t.name: t for t in GGUFReader(ours).tensors}
     b = {t.name: t for t in GGUFReader(ref).tensors}
@@ -446,7 +436,7 @@ def test_gguf_requantize_bit_identical_to_llama_cpp(
     file_type: str, f16_gguf: Path, tmp_path: Path
 ) -> None:
     ours = quantize(f16_gguf, tmp_path / "ours.gguf", file_type)
-    ref = _llama_quantize(f16_gguf, tmp_path / "ref.gguf", LLAMA_FTYPES[file_type])
+    ref = llama_cpp_quantize(f16_gguf, tmp_path / "ref.gguf", LLAMA_FTYPES[file_type])
     _assert_same_tensors(Path(ours.path), ref)
     assert _meta(Path(ours.path))["general.file_type"] == int(LLAMA_FTYPES[file_type])
 
@@ -465,7 +455,7 @@ def test_hf_quantize_bit_identical_to_llama_cpp_of_f32(
     """HF -> quantized in one step equals llama.cpp quantizing phirt's F32 conversion (so mixes,
     tied-embedding rules and fallbacks match on every architecture)."""
     ours = quantize(checkpoints[name], tmp_path / "ours.gguf", file_type)
-    ref = _llama_quantize(converted[name], tmp_path / "ref.gguf", LLAMA_FTYPES[file_type])
+    ref = llama_cpp_quantize(converted[name], tmp_path / "ref.gguf", LLAMA_FTYPES[file_type])
     _assert_same_tensors(Path(ours.path), ref)
 
 
@@ -480,7 +470,7 @@ def test_fallback_types_match_llama_cpp(
     src = make_llama(tmp_path / "odd", hidden=hidden, n_head=n_head)
     f32 = quantize(src, tmp_path / "f32.gguf", "f32")
     result = quantize(src, tmp_path / "ours.gguf", "q4_k_m")
-    ref = _llama_quantize(Path(f32.path), tmp_path / "ref.gguf", LlamaFileType.MOSTLY_Q4_K_M)
+    ref = llama_cpp_quantize(Path(f32.path), tmp_path / "ref.gguf", LlamaFileType.MOSTLY_Q4_K_M)
     _assert_same_tensors(Path(result.path), ref)
     assert any(f"using {fallback.name}" in n for n in result.notes), result.notes
     types = {t.name: t.tensor_type for t in GGUFReader(result.path).tensors}

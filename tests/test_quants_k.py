@@ -20,7 +20,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
 from gguf.quants import dequantize
 
-from model_factory import ModelFactory, requires_llama_cpp
+from model_factory import ModelFactory, llama_cpp_quantize, requires_llama_cpp
 from phirt import _kernels as K
 
 T = GGMLQuantizationType
@@ -151,18 +151,6 @@ def f16_model(models: ModelFactory) -> Path:
     return models.phi3("F16", "gqa", n_embd=256)
 
 
-def _llama_quantize(src: Path, dst: Path, ftype: LlamaFileType, pure: bool) -> Path:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = int(ftype)
-    params.pure = pure
-    params.nthread = 2
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
-    assert rc == 0, f"llama_model_quantize failed ({rc})"
-    return dst
-
-
 def _rmse(data: np.ndarray, qtype: T, source: np.ndarray) -> float:
     values = dequantize(data, qtype).reshape(source.shape)
     return float(np.sqrt(((values.astype(np.float64) - source) ** 2).mean()))
@@ -172,7 +160,7 @@ def _rmse(data: np.ndarray, qtype: T, source: np.ndarray) -> float:
 @pytest.mark.llamacpp
 @pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
 def test_rmse_vs_llama_cpp_per_tensor(f16_model: Path, tmp_path: Path, qtype: T) -> None:
-    ref_file = _llama_quantize(f16_model, tmp_path / "ref.gguf", PURE_FTYPES[qtype], pure=True)
+    ref_file = llama_cpp_quantize(f16_model, tmp_path / "ref.gguf", PURE_FTYPES[qtype], pure=True)
     source = {t.name: t for t in GGUFReader(f16_model).tensors}
     ref = {t.name: t for t in GGUFReader(ref_file).tensors}
     checked = 0
