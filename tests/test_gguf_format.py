@@ -9,7 +9,6 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import gguf
 import numpy as np
@@ -708,12 +707,8 @@ def test_llama_cpp_longrope_switches_on_n_ctx(models: ModelFactory) -> None:
     assert np.abs(long - short).max() > 1.0
 
 
-def _metadata_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(a[k] == b[k] for k in a)
-
-
 def test_fixture_copies_the_tokenizer(models: ModelFactory, vocab_path: Path) -> None:
     vocab = GGUFFile(vocab_path).metadata
     model = GGUFFile(models.phi3("F32")).metadata
     tok = {k: v for k, v in vocab.items() if k.startswith("tokenizer.")}
-    assert _metadata_equal(tok, {k: v for k, v in model.items() if k.startswith("tokenizer.")})
+    assert tok == {k: v for k, v in model.items() if k.startswith("tokenizer.")}
