@@ -6,6 +6,7 @@ tensors with their expected shapes, and a forward pass built from the kernels in
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,7 +106,8 @@ def read_base_config(meta: dict[str, Any], path: str, arch: str, n_vocab: int) -
 
 @dataclass
 class TensorSpec:
-    """One entry of an architecture's tensor table: GGUF name (with {i} for the layer) and shape.
+    """One entry of an architecture's tensor table: GGUF name and shape. A name with `blk.{i}.`
+    is a per-layer tensor.
 
     Shapes are numpy order (rows, cols), i.e. (out_features, in_features) for weights.
     """
@@ -113,31 +115,48 @@ class TensorSpec:
     name: str
     shape: Callable[[DecoderConfig], tuple[int, ...]]
     required: bool = True
-    per_layer: bool = True
 
 
-def load_weights(gguf: Any, specs: list[TensorSpec], cfg: DecoderConfig) -> dict[str, Any]:
+LAYER_PREFIX = "blk.{i}."
+
+
+@dataclass
+class Weights:
+    """An architecture's tensors, checked against its table and wrapped for the kernels.
+
+    `globals` is keyed by GGUF name ("output_norm.weight"); `layers[i]` by the name without the
+    `blk.{i}.` prefix ("attn_norm.weight"), so the forward pass builds no names per token.
+    """
+
+    globals: dict[str, Any]
+    layers: list[dict[str, Any]]
+
+
+def load_weights(gguf: Any, specs: list[TensorSpec], cfg: DecoderConfig) -> Weights:
     """Check every tensor against the table and wrap it for the kernels.
 
     2-D tensors become QMatrix views on the memory map (no copy); 1-D ones (norms, biases, rope
-    factors) become small float32 arrays. Returns {formatted name: weight}.
+    factors) become small float32 arrays. Optional tensors that are absent are left out.
     """
-    out: dict[str, Any] = {}
-    layers = range(cfg.n_layer)
+    out = Weights({}, [{} for _ in range(cfg.n_layer)])
     for spec in specs:
-        names = [spec.name.format(i=i) for i in layers] if spec.per_layer else [spec.name]
-        for name in names:
+        want = tuple(int(d) for d in spec.shape(cfg))
+        if spec.name.startswith(LAYER_PREFIX):
+            key = spec.name.removeprefix(LAYER_PREFIX)
+            slots = [(layer, key, spec.name.format(i=i)) for i, layer in enumerate(out.layers)]
+        else:
+            slots = [(out.globals, spec.name, spec.name)]
+        for table, key, name in slots:
             t = gguf.tensors.get(name)
             if t is None:
                 if spec.required:
                     raise FormatError(f"required tensor '{name}' is missing", gguf.path)
                 continue
-            want = tuple(int(d) for d in spec.shape(cfg))
             if tuple(t.shape) != want:
                 raise FormatError(
                     f"tensor '{name}' has shape {tuple(t.shape)}, expected {want}", gguf.path
                 )
-            out[name] = _wrap(gguf, t)
+            table[key] = _wrap(gguf, t)
     return out
 
 
@@ -189,38 +208,48 @@ def split_qkv(qkv: np.ndarray, cfg: DecoderConfig) -> tuple[np.ndarray, np.ndarr
     return q, k, v
 
 
-def self_attention(
-    q: np.ndarray,
-    k: np.ndarray,
-    v: np.ndarray,
-    positions: np.ndarray,
-    cache: KVCache,
-    layer: int,
-    cfg: DecoderConfig,
-    *,
-    q_prescale: bool,
-    freq_factors: np.ndarray | None = None,
-) -> np.ndarray:
-    """RoPE, cache update and causal attention; returns (m, n_head * head_dim).
+class SelfAttention:
+    """RoPE, cache update and causal attention, with every setting fixed once at load.
 
     q_prescale: scale q by 1/sqrt(head_dim) before attention (Phi does this to keep f16 scores in
     range) instead of scaling the scores.
     """
-    rope_args = dict(
-        n_rot=cfg.n_rot,
-        freq_base=cfg.rope_base,
-        neox=cfg.rope_neox,
-        freq_factors=freq_factors,
-        freq_scale=cfg.rope_freq_scale,
-        attn_factor=cfg.rope_attn_factor,
-    )
-    K.rope(q, positions, **rope_args)
-    K.rope(k, positions, **rope_args)
-    pos0 = int(positions[0])
-    cache.store(layer, pos0, k, v)
-    scale = 1.0 / math.sqrt(cfg.head_dim)
-    if q_prescale:
-        q *= np.float32(scale)
-        scale = 1.0
-    out = K.attention(q, cache.k[layer], cache.v[layer], pos0, scale, window=cfg.sliding_window)
-    return out.reshape(q.shape[0], cfg.n_head * cfg.head_dim)
+
+    def __init__(
+        self, cfg: DecoderConfig, *, q_prescale: bool, freq_factors: np.ndarray | None = None
+    ) -> None:
+        self.rope = functools.partial(
+            K.rope,
+            n_rot=cfg.n_rot,
+            freq_base=cfg.rope_base,
+            neox=cfg.rope_neox,
+            freq_factors=freq_factors,
+            freq_scale=cfg.rope_freq_scale,
+            attn_factor=cfg.rope_attn_factor,
+        )
+        scale = 1.0 / math.sqrt(cfg.head_dim)
+        self.q_scale = np.float32(scale) if q_prescale else None
+        self.score_scale = 1.0 if q_prescale else scale
+        self.window = cfg.sliding_window
+        self.n_out = cfg.n_head * cfg.head_dim
+
+    def __call__(
+        self,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        positions: np.ndarray,
+        cache: KVCache,
+        layer: int,
+    ) -> np.ndarray:
+        """q (m, n_head, hd), k and v (m, n_head_kv, hd) at `positions` -> (m, n_head * hd)."""
+        self.rope(q, positions)
+        self.rope(k, positions)
+        pos0 = int(positions[0])
+        cache.store(layer, pos0, k, v)
+        if self.q_scale is not None:
+            q *= self.q_scale
+        out = K.attention(
+            q, cache.k[layer], cache.v[layer], pos0, self.score_scale, window=self.window
+        )
+        return out.reshape(q.shape[0], self.n_out)

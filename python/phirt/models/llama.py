@@ -14,11 +14,11 @@ from phirt import _kernels as K
 from phirt.models.common import (
     DecoderConfig,
     KVCache,
+    SelfAttention,
     TensorSpec,
     linear,
     load_weights,
     read_base_config,
-    self_attention,
 )
 
 
@@ -32,10 +32,10 @@ def read_config(meta: dict[str, Any], path: str, n_vocab: int) -> DecoderConfig:
 
 
 TENSORS = [
-    TensorSpec("token_embd.weight", lambda c: (c.n_vocab, c.n_embd), per_layer=False),
-    TensorSpec("output_norm.weight", lambda c: (c.n_embd,), per_layer=False),
-    TensorSpec("output.weight", lambda c: (c.n_vocab, c.n_embd), required=False, per_layer=False),
-    TensorSpec("rope_freqs.weight", lambda c: (c.n_rot // 2,), required=False, per_layer=False),
+    TensorSpec("token_embd.weight", lambda c: (c.n_vocab, c.n_embd)),
+    TensorSpec("output_norm.weight", lambda c: (c.n_embd,)),
+    TensorSpec("output.weight", lambda c: (c.n_vocab, c.n_embd), required=False),
+    TensorSpec("rope_freqs.weight", lambda c: (c.n_rot // 2,), required=False),
     TensorSpec("blk.{i}.attn_norm.weight", lambda c: (c.n_embd,)),
     TensorSpec("blk.{i}.attn_q.weight", lambda c: (c.n_head * c.head_dim, c.n_embd)),
     TensorSpec("blk.{i}.attn_k.weight", lambda c: (c.n_embd_kv, c.n_embd)),
@@ -51,27 +51,27 @@ TENSORS = [
 class Llama:
     def __init__(self, gguf: Any, cfg: DecoderConfig, n_ctx: int) -> None:
         self.cfg = cfg
-        self.w = load_weights(gguf, TENSORS, cfg)
+        w = load_weights(gguf, TENSORS, cfg)
+        self.w, self.layers = w.globals, w.layers
         self.output = self.w.get("output.weight", self.w["token_embd.weight"])
-        self.rope_factors = self.w.get("rope_freqs.weight")
+        self.attention = SelfAttention(
+            cfg, q_prescale=False, freq_factors=self.w.get("rope_freqs.weight")
+        )
 
     def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
         cfg, w = self.cfg, self.w
         m = tokens.shape[0]
         x = K.get_rows(w["token_embd.weight"], tokens)
-        for i in range(cfg.n_layer):
-            p = f"blk.{i}."
-            h = K.rms_norm(x, w[p + "attn_norm.weight"], cfg.norm_eps)
-            q = linear(h, w[p + "attn_q.weight"]).reshape(m, cfg.n_head, cfg.head_dim)
-            k = linear(h, w[p + "attn_k.weight"]).reshape(m, cfg.n_head_kv, cfg.head_dim)
-            v = linear(h, w[p + "attn_v.weight"]).reshape(m, cfg.n_head_kv, cfg.head_dim)
-            a = self_attention(
-                q, k, v, positions, cache, i, cfg, q_prescale=False, freq_factors=self.rope_factors
-            )
-            x = linear(a, w[p + "attn_output.weight"]) + x
-            h = K.rms_norm(x, w[p + "ffn_norm.weight"], cfg.norm_eps)
-            g = K.silu_mul(linear(h, w[p + "ffn_gate.weight"]), linear(h, w[p + "ffn_up.weight"]))
-            x = x + linear(g, w[p + "ffn_down.weight"])
+        for i, lw in enumerate(self.layers):
+            h = K.rms_norm(x, lw["attn_norm.weight"], cfg.norm_eps)
+            q = linear(h, lw["attn_q.weight"]).reshape(m, cfg.n_head, cfg.head_dim)
+            k = linear(h, lw["attn_k.weight"]).reshape(m, cfg.n_head_kv, cfg.head_dim)
+            v = linear(h, lw["attn_v.weight"]).reshape(m, cfg.n_head_kv, cfg.head_dim)
+            a = self.attention(q, k, v, positions, cache, i)
+            x += linear(a, lw["attn_output.weight"])
+            h = K.rms_norm(x, lw["ffn_norm.weight"], cfg.norm_eps)
+            g = K.silu_mul(linear(h, lw["ffn_gate.weight"]), linear(h, lw["ffn_up.weight"]))
+            x += linear(g, lw["ffn_down.weight"])
         return K.rms_norm(x, w["output_norm.weight"], cfg.norm_eps)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:

@@ -15,11 +15,11 @@ from phirt.errors import FormatError
 from phirt.models.common import (
     DecoderConfig,
     KVCache,
+    SelfAttention,
     TensorSpec,
     linear,
     load_weights,
     read_base_config,
-    self_attention,
     split_qkv,
 )
 
@@ -36,11 +36,11 @@ def _qkv_rows(c: DecoderConfig) -> int:
 
 
 TENSORS = [
-    TensorSpec("token_embd.weight", lambda c: (c.n_vocab, c.n_embd), per_layer=False),
-    TensorSpec("output_norm.weight", lambda c: (c.n_embd,), per_layer=False),
-    TensorSpec("output_norm.bias", lambda c: (c.n_embd,), per_layer=False),
-    TensorSpec("output.weight", lambda c: (c.n_vocab, c.n_embd), per_layer=False),
-    TensorSpec("output.bias", lambda c: (c.n_vocab,), per_layer=False),
+    TensorSpec("token_embd.weight", lambda c: (c.n_vocab, c.n_embd)),
+    TensorSpec("output_norm.weight", lambda c: (c.n_embd,)),
+    TensorSpec("output_norm.bias", lambda c: (c.n_embd,)),
+    TensorSpec("output.weight", lambda c: (c.n_vocab, c.n_embd)),
+    TensorSpec("output.bias", lambda c: (c.n_vocab,)),
     TensorSpec("blk.{i}.attn_norm.weight", lambda c: (c.n_embd,)),
     TensorSpec("blk.{i}.attn_norm.bias", lambda c: (c.n_embd,)),
     TensorSpec("blk.{i}.attn_qkv.weight", lambda c: (_qkv_rows(c), c.n_embd), required=False),
@@ -63,21 +63,23 @@ TENSORS = [
 class Phi2:
     def __init__(self, gguf: Any, cfg: DecoderConfig, n_ctx: int) -> None:
         self.cfg = cfg
-        self.w = load_weights(gguf, TENSORS, cfg)
-        for i in range(cfg.n_layer):
-            fused = f"blk.{i}.attn_qkv.weight" in self.w
-            separate = all(f"blk.{i}.attn_{x}.weight" in self.w for x in "qkv")
+        w = load_weights(gguf, TENSORS, cfg)
+        self.w, self.layers = w.globals, w.layers
+        for i, lw in enumerate(self.layers):
+            fused = "attn_qkv.weight" in lw
+            separate = all(f"attn_{x}.weight" in lw for x in "qkv")
             if not (fused or separate):
                 raise FormatError(f"layer {i} has neither attn_qkv nor attn_q/k/v", gguf.path)
+        self.attention = SelfAttention(cfg, q_prescale=True)
 
-    def _qkv(self, h: np.ndarray, p: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        w, cfg = self.w, self.cfg
-        if p + "attn_qkv.weight" in w:
-            return split_qkv(linear(h, w[p + "attn_qkv.weight"], w.get(p + "attn_qkv.bias")), cfg)
+    def _qkv(self, h: np.ndarray, lw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        if "attn_qkv.weight" in lw:
+            return split_qkv(linear(h, lw["attn_qkv.weight"], lw.get("attn_qkv.bias")), cfg)
         m = h.shape[0]
-        q = linear(h, w[p + "attn_q.weight"], w.get(p + "attn_q.bias"))
-        k = linear(h, w[p + "attn_k.weight"], w.get(p + "attn_k.bias"))
-        v = linear(h, w[p + "attn_v.weight"], w.get(p + "attn_v.bias"))
+        q = linear(h, lw["attn_q.weight"], lw.get("attn_q.bias"))
+        k = linear(h, lw["attn_k.weight"], lw.get("attn_k.bias"))
+        v = linear(h, lw["attn_v.weight"], lw.get("attn_v.bias"))
         return (
             q.reshape(m, cfg.n_head, cfg.head_dim),
             k.reshape(m, cfg.n_head_kv, cfg.head_dim),
@@ -87,15 +89,14 @@ class Phi2:
     def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
         cfg, w = self.cfg, self.w
         x = K.get_rows(w["token_embd.weight"], tokens)
-        for i in range(cfg.n_layer):
-            p = f"blk.{i}."
-            h = K.layer_norm(x, w[p + "attn_norm.weight"], w[p + "attn_norm.bias"], cfg.norm_eps)
-            q, k, v = self._qkv(h, p)
-            a = self_attention(q, k, v, positions, cache, i, cfg, q_prescale=True)
-            a = linear(a, w[p + "attn_output.weight"], w[p + "attn_output.bias"])
-            f = K.gelu(linear(h, w[p + "ffn_up.weight"], w[p + "ffn_up.bias"]))
-            f = linear(f, w[p + "ffn_down.weight"], w[p + "ffn_down.bias"])
-            x = (a + f) + x
+        for i, lw in enumerate(self.layers):
+            h = K.layer_norm(x, lw["attn_norm.weight"], lw["attn_norm.bias"], cfg.norm_eps)
+            q, k, v = self._qkv(h, lw)
+            a = self.attention(q, k, v, positions, cache, i)
+            a = linear(a, lw["attn_output.weight"], lw["attn_output.bias"])
+            f = K.gelu(linear(h, lw["ffn_up.weight"], lw["ffn_up.bias"]))
+            a += linear(f, lw["ffn_down.weight"], lw["ffn_down.bias"])
+            x += a
         return K.layer_norm(x, w["output_norm.weight"], w["output_norm.bias"], cfg.norm_eps)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:

@@ -16,11 +16,11 @@ from phirt import _kernels as K
 from phirt.models.common import (
     DecoderConfig,
     KVCache,
+    SelfAttention,
     TensorSpec,
     linear,
     load_weights,
     read_base_config,
-    self_attention,
     split_qkv,
 )
 
@@ -37,11 +37,11 @@ def read_config(meta: dict[str, Any], path: str, n_vocab: int) -> DecoderConfig:
 
 
 TENSORS = [
-    TensorSpec("token_embd.weight", lambda c: (c.n_vocab, c.n_embd), per_layer=False),
-    TensorSpec("output_norm.weight", lambda c: (c.n_embd,), per_layer=False),
-    TensorSpec("output.weight", lambda c: (c.n_vocab, c.n_embd), required=False, per_layer=False),
-    TensorSpec("rope_factors_long.weight", lambda c: (c.n_rot // 2,), False, per_layer=False),
-    TensorSpec("rope_factors_short.weight", lambda c: (c.n_rot // 2,), False, per_layer=False),
+    TensorSpec("token_embd.weight", lambda c: (c.n_vocab, c.n_embd)),
+    TensorSpec("output_norm.weight", lambda c: (c.n_embd,)),
+    TensorSpec("output.weight", lambda c: (c.n_vocab, c.n_embd), required=False),
+    TensorSpec("rope_factors_long.weight", lambda c: (c.n_rot // 2,), required=False),
+    TensorSpec("rope_factors_short.weight", lambda c: (c.n_rot // 2,), required=False),
     TensorSpec("blk.{i}.attn_norm.weight", lambda c: (c.n_embd,)),
     TensorSpec("blk.{i}.attn_qkv.weight", lambda c: (c.n_embd + 2 * c.n_embd_kv, c.n_embd)),
     TensorSpec("blk.{i}.attn_output.weight", lambda c: (c.n_embd, c.n_head * c.head_dim)),
@@ -56,28 +56,26 @@ class Phi3:
 
     def __init__(self, gguf: Any, cfg: DecoderConfig, n_ctx: int) -> None:
         self.cfg = cfg
-        self.w = load_weights(gguf, TENSORS, cfg)
+        w = load_weights(gguf, TENSORS, cfg)
+        self.w, self.layers = w.globals, w.layers
         self.output = self.w.get("output.weight", self.w["token_embd.weight"])
         # LongRoPE: llama.cpp picks the factor set once, from the context size.
         use_long = cfg.rope_original_ctx and n_ctx > cfg.rope_original_ctx
         key = "rope_factors_long.weight" if use_long else "rope_factors_short.weight"
-        self.rope_factors = self.w.get(key)
+        self.attention = SelfAttention(cfg, q_prescale=True, freq_factors=self.w.get(key))
 
     def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
         """Hidden states after the final norm, (m, n_embd), for tokens at `positions`."""
         cfg, w = self.cfg, self.w
         x = K.get_rows(w["token_embd.weight"], tokens)
-        for i in range(cfg.n_layer):
-            p = f"blk.{i}."
-            h = K.rms_norm(x, w[p + "attn_norm.weight"], cfg.norm_eps)
-            q, k, v = split_qkv(linear(h, w[p + "attn_qkv.weight"]), cfg)
-            a = self_attention(
-                q, k, v, positions, cache, i, cfg, q_prescale=True, freq_factors=self.rope_factors
-            )
-            x = linear(a, w[p + "attn_output.weight"]) + x
-            h = K.rms_norm(x, w[p + "ffn_norm.weight"], cfg.norm_eps)
-            h = K.swiglu(linear(h, w[p + "ffn_up.weight"]))
-            x = x + linear(h, w[p + "ffn_down.weight"])
+        for i, lw in enumerate(self.layers):
+            h = K.rms_norm(x, lw["attn_norm.weight"], cfg.norm_eps)
+            q, k, v = split_qkv(linear(h, lw["attn_qkv.weight"]), cfg)
+            a = self.attention(q, k, v, positions, cache, i)
+            x += linear(a, lw["attn_output.weight"])
+            h = K.rms_norm(x, lw["ffn_norm.weight"], cfg.norm_eps)
+            h = K.swiglu(linear(h, lw["ffn_up.weight"]))
+            x += linear(h, lw["ffn_down.weight"])
         return K.rms_norm(x, w["output_norm.weight"], cfg.norm_eps)
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
