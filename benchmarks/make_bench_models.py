@@ -31,7 +31,7 @@ from gguf import GGUFWriter
 
 from phirt import _kernels as K
 from phirt.formats.gguf import GGUFFile
-from phirt.quantize.mixes import FILE_TYPES, plan_types
+from phirt.quantize import FILE_TYPES, plan
 from phirt.quantize.source import Source, SourceTensor
 from phirt.quantize.writer import write_gguf
 
@@ -133,8 +133,7 @@ def random_source(shape: Phi3Shape, seed: int) -> Source:
 
 
 def _write_phirt(source: Source, out: Path, file_type: str) -> None:
-    plans = plan_types([(t.name, t.shape) for t in source.tensors], file_type, source.n_layer)
-    write_gguf(source, plans, out, file_type)
+    write_gguf(source, plan(source, file_type), out, file_type)
 
 
 def _write_llamacpp(source: Source, out: Path, file_type: str) -> None:
