@@ -425,27 +425,6 @@ def build(spec: ModelSpec, out_dir: str | os.PathLike[str]) -> Path:
     return path
 
 
-def make_phi3(
-    out_dir: str | os.PathLike[str], qtype: str = "F32", variant: str = "plain", **kw: Any
-) -> Path:
-    """A Phi-3 fixture file; see phi3_spec for variants and knobs."""
-    return build(phi3_spec(qtype, variant, **kw), out_dir)
-
-
-def make_phi2(
-    out_dir: str | os.PathLike[str], qtype: str = "F32", variant: str = "plain", **kw: Any
-) -> Path:
-    """A Phi-2 fixture file; see phi2_spec."""
-    return build(phi2_spec(qtype, variant, **kw), out_dir)
-
-
-def make_llama(
-    out_dir: str | os.PathLike[str], qtype: str = "F32", variant: str = "gqa", **kw: Any
-) -> Path:
-    """A Llama fixture file; see llama_spec."""
-    return build(llama_spec(qtype, variant, **kw), out_dir)
-
-
 class ModelFactory:
     """Fixture models for tests (the ``models`` fixture): ``models.phi3("Q4_0", "gqa")`` -> Path.
     Each distinct model is written once per session; a test that asks for a K-quant model is
@@ -485,9 +464,6 @@ __all__ = [
     "has_llama_cpp",
     "llama_cpp_quantize",
     "llama_spec",
-    "make_llama",
-    "make_phi2",
-    "make_phi3",
     "phi2_spec",
     "phi3_spec",
     "requires_llama_cpp",
