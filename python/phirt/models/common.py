@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,27 +43,23 @@ class DecoderConfig:
     rope_neox: bool = True
     rope_original_ctx: int = 0  # LongRoPE switch point (0: none)
     sliding_window: int = 0  # 0: full attention
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_embd_kv(self) -> int:
         return self.n_head_kv * self.head_dim
 
 
-def meta_get(meta: dict[str, Any], key: str, path: str, default: Any = None) -> Any:
-    """A metadata value; a missing required key (default None) is a FormatError naming it."""
-    if key in meta:
-        return meta[key]
-    if default is None:
-        raise FormatError(f"missing metadata key '{key}'", path)
-    return default
-
-
-def read_base_config(meta: dict[str, Any], path: str, arch: str, n_vocab: int) -> dict[str, Any]:
-    """The hyper-parameters every architecture stores under the `{arch}.` prefix."""
+def read_decoder_config(
+    meta: dict[str, Any], path: str, arch: str, n_vocab: int, norm_eps_key: str, **fields: Any
+) -> DecoderConfig:
+    """The hyper-parameters every architecture stores under the `{arch}.` prefix; `fields` are the
+    architecture's own (rope_neox, sliding_window). A missing required key is a FormatError."""
 
     def get(key: str, default: Any = None) -> Any:
-        return meta_get(meta, f"{arch}.{key}", path, default)
+        value = meta.get(f"{arch}.{key}", default)
+        if value is None:
+            raise FormatError(f"missing metadata key '{arch}.{key}'", path)
+        return value
 
     n_embd = int(get("embedding_length"))
     n_head = int(get("attention.head_count"))
@@ -86,7 +82,7 @@ def read_base_config(meta: dict[str, Any], path: str, arch: str, n_vocab: int) -
         freq_scale = 1.0 / float(get("rope.scaling.factor", 1.0))
     elif scaling not in ("none", "longrope", "su"):
         raise UnsupportedError(f"rope scaling type '{scaling}' is not supported", path)
-    return dict(
+    return DecoderConfig(
         arch=arch,
         n_vocab=n_vocab,
         n_embd=n_embd,
@@ -97,10 +93,12 @@ def read_base_config(meta: dict[str, Any], path: str, arch: str, n_vocab: int) -
         head_dim=head_dim,
         n_rot=n_rot,
         n_ctx_train=int(get("context_length")),
+        norm_eps=float(get(norm_eps_key, 1e-5)),
         rope_base=float(get("rope.freq_base", 10000.0)),
         rope_freq_scale=freq_scale,
         rope_attn_factor=float(get("rope.scaling.attn_factor", 1.0)),
         rope_original_ctx=int(get("rope.scaling.original_context_length", 0)),
+        **fields,
     )
 
 

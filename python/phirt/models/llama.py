@@ -18,16 +18,13 @@ from phirt.models.common import (
     TensorSpec,
     linear,
     load_weights,
-    read_base_config,
+    read_decoder_config,
 )
 
 
 def read_config(meta: dict[str, Any], path: str, n_vocab: int) -> DecoderConfig:
-    base = read_base_config(meta, path, "llama", n_vocab)
-    return DecoderConfig(
-        **base,
-        norm_eps=float(meta.get("llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_neox=False,
+    return read_decoder_config(
+        meta, path, "llama", n_vocab, "attention.layer_norm_rms_epsilon", rope_neox=False
     )
 
 

@@ -19,16 +19,13 @@ from phirt.models.common import (
     TensorSpec,
     linear,
     load_weights,
-    read_base_config,
+    read_decoder_config,
     split_qkv,
 )
 
 
 def read_config(meta: dict[str, Any], path: str, n_vocab: int) -> DecoderConfig:
-    base = read_base_config(meta, path, "phi2", n_vocab)
-    return DecoderConfig(
-        **base, norm_eps=float(meta.get("phi2.attention.layer_norm_epsilon", 1e-5)), rope_neox=True
-    )
+    return read_decoder_config(meta, path, "phi2", n_vocab, "attention.layer_norm_epsilon")
 
 
 def _qkv_rows(c: DecoderConfig) -> int:

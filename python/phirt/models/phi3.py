@@ -20,20 +20,15 @@ from phirt.models.common import (
     TensorSpec,
     linear,
     load_weights,
-    read_base_config,
+    read_decoder_config,
     split_qkv,
 )
 
 
 def read_config(meta: dict[str, Any], path: str, n_vocab: int) -> DecoderConfig:
-    base = read_base_config(meta, path, "phi3", n_vocab)
-    cfg = DecoderConfig(
-        **base,
-        norm_eps=float(meta.get("phi3.attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_neox=True,
-        sliding_window=int(meta.get("phi3.attention.sliding_window", 0) or 0),
-    )
-    return cfg
+    window = int(meta.get("phi3.attention.sliding_window", 0) or 0)
+    eps_key = "attention.layer_norm_rms_epsilon"
+    return read_decoder_config(meta, path, "phi3", n_vocab, eps_key, sliding_window=window)
 
 
 TENSORS = [
