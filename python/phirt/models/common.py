@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from gguf import GGMLQuantizationType as T
 
 from phirt import _kernels as K
 from phirt.errors import FormatError, UnsupportedError
 
 # GGML types the engine can multiply with (phirt._kernels.matmul).
-MATMUL_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
-                12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}  # fmt: skip
+MATMUL_TYPES = frozenset({T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0,
+                          T.Q4_K, T.Q5_K, T.Q6_K})  # fmt: skip
 
 
 @dataclass
