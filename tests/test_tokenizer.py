@@ -299,14 +299,15 @@ def _is_partial_utf8(data: bytes) -> bool:
 PRE_NAMES = ["default", "gpt-2", "smollm", "llama-bpe", "qwen2", "gpt-4o"]
 
 
-def _relabelled(src: Path, dst: Path, pre: str) -> Path:
+def _relabelled(src: Path, dst: Path, overrides: dict[str, Any]) -> Path:
+    """A vocabulary-only copy of src's metadata with some values replaced."""
     reader = gguf.GGUFReader(src)
     arch = reader.fields["general.architecture"].contents()
     writer = gguf.GGUFWriter(dst, arch)
     for name, field in reader.fields.items():
         if name.startswith("GGUF.") or name == "general.architecture":
             continue
-        value = pre if name == "tokenizer.ggml.pre" else field.contents()
+        value = overrides.get(name, field.contents())
         sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(name, value, field.types[0], sub_type=sub)
     writer.write_header_to_file()
@@ -320,12 +321,28 @@ def _relabelled(src: Path, dst: Path, pre: str) -> Path:
 @pytest.mark.parametrize("pre", PRE_NAMES)
 def test_pre_tokenizers_match_llama_cpp(tmp_path: Path, pre: str) -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
-    path = _relabelled(smollm2_path(), tmp_path / f"smol-{pre}.gguf", pre)
+    path = _relabelled(smollm2_path(), tmp_path / f"smol-{pre}.gguf", {"tokenizer.ggml.pre": pre})
     tok = Tokenizer.from_gguf(path)
     ref = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     try:
         for text in SMOL_TEXTS + [t for t, _ in VECTORS]:
             expected = ref.tokenize(text.encode(), add_bos=False, special=True)
             assert tok.encode(text, add_bos=False) == expected, (pre, text)
+    finally:
+        ref.close()
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("name", ["Phi 3.5 Mini Instruct", "phi-3-mini-4k"])
+def test_phi3_strip_rule_matches_llama_cpp(tmp_path: Path, name: str) -> None:
+    """The general.name rule of test_phi3_strip_rule_follows_general_name, held to llama.cpp on
+    the Phi-3 vocabulary renamed: one name it does not apply to, one other spelling it does."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = _relabelled(PHI3, tmp_path / "renamed.gguf", {"general.name": name})
+    tok = Tokenizer.from_gguf(path)
+    ref = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        for text in PHI3_TEXTS:
+            assert tok.encode(text) == ref.tokenize(text.encode(), add_bos=True, special=True)
     finally:
         ref.close()
