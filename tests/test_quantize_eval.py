@@ -15,7 +15,7 @@ import pytest
 
 from model_factory import requires_llama_cpp
 from phirt.quantize import quantize
-from phirt.quantize.eval import EvalReport, evaluate
+from phirt.quantize.eval import evaluate
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -126,7 +126,11 @@ def test_cli_eval_quant_prints_table(
     text = tmp_path / "text.txt"
     text.write_text(EVAL_TEXT, encoding="utf-8")
     args = ["eval-quant", str(files["f32"]), str(files["q4_0"]), str(text), "--ctx", str(CTX)]
+    args += ["--chunks", "3"]
     assert main(args) == 0
-    out = capsys.readouterr().out
-    for label, _ in EvalReport(1, 1.0, 1.0, 0.0, 0.0, 1.0).rows():
-        assert label in out
+    lines = capsys.readouterr().out.splitlines()
+    # every figure of the same evaluation through the API, on its row
+    report = evaluate(files["f32"], files["q4_0"], EVAL_TEXT, ctx=CTX, max_chunks=3)
+    assert report.n_tokens == 3 * (CTX - 1)
+    for label, value in report.rows():
+        assert any(label in line and value in line for line in lines), (label, value, lines)
