@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from phirt.bench import add_bench_subcommand
@@ -12,15 +12,13 @@ from phirt.errors import PhirtError
 from phirt.quantize.cli import add_quantize_subcommands
 
 
-def _add_model_flags(p: argparse.ArgumentParser, sampling: bool = True) -> None:
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="path to a GGUF file, or a known model name (smollm2)")
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads (default: physical cores)"
     )
     p.add_argument("--ctx", type=int, default=None, help="context size in tokens (KV cache)")
     p.add_argument("--device", default="auto", help="auto or cpu (default: auto)")
-    if not sampling:
-        return
     p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
     p.add_argument("--top-p", type=float, default=0.95, help="top-p, 1 = off (default 0.95)")
@@ -50,7 +48,7 @@ def _load(args: argparse.Namespace) -> Any:
     return phirt.load(args.model, n_threads=args.threads, n_ctx=args.ctx, device=args.device)
 
 
-def _print_stats(model: Any, out: Any = sys.stderr) -> None:
+def _print_stats(model: Any) -> None:
     s = model.last_stats
     evaluated = s.prompt_tokens - s.cached_tokens
     prefill = evaluated / s.prefill_seconds if s.prefill_seconds > 0 else 0.0
@@ -58,9 +56,23 @@ def _print_stats(model: Any, out: Any = sys.stderr) -> None:
     print(
         f"[{s.generated_tokens} tokens, {s.decode_tokens_per_second:.1f} tok/s; "
         f"prompt {s.prompt_tokens} tokens ({s.cached_tokens} cached), {prefill:.1f} tok/s]{note}",
-        file=out,
+        file=sys.stderr,
         flush=True,
     )
+
+
+def _stream(pieces: Iterator[str]) -> str:
+    """Print text pieces as they come (Ctrl-C stops early); returns what was printed."""
+    printed = []
+    try:
+        for piece in pieces:
+            printed.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        print("\n[stopped]", file=sys.stderr, flush=True)
+    print(flush=True)
+    return "".join(printed)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -90,35 +102,19 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print("[conversation cleared]", file=sys.stderr, flush=True)
             continue
         messages.append({"role": "user", "content": text})
-        reply = []
-        try:
-            for piece in model.chat(
-                messages, max_tokens=args.max_tokens or 1024, stream=True, stop=args.stop,
-                **_sampling(args),
-            ):  # fmt: skip
-                reply.append(piece)
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            print("\n[stopped]", file=sys.stderr, flush=True)
-        print(flush=True)
-        messages.append({"role": "assistant", "content": "".join(reply)})
+        max_tokens = args.max_tokens or 1024
+        reply = _stream(
+            model.chat(messages, max_tokens, stream=True, stop=args.stop, **_sampling(args))
+        )
+        messages.append({"role": "assistant", "content": reply})
         _print_stats(model)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     model = _load(args)
-    try:
-        for piece in model.generate(
-            prompt, max_tokens=args.max_tokens or 128, stream=True, stop=args.stop,
-            **_sampling(args),
-        ):  # fmt: skip
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        print("\n[stopped]", file=sys.stderr)
-    print(flush=True)
+    max_tokens = args.max_tokens or 128
+    _stream(model.generate(prompt, max_tokens, stream=True, stop=args.stop, **_sampling(args)))
     if args.verbose:
         _print_stats(model)
     return 0
@@ -172,9 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except PhirtError as err:
-        print(f"phirt: error: {err}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as err:
+    except (PhirtError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as err:
         print(f"phirt: error: {err}", file=sys.stderr)
         return 1
