@@ -131,9 +131,32 @@ def cmd_info(args: argparse.Namespace) -> int:
     from phirt.fetch import resolve_model
     from phirt.formats.gguf import GGUFFile
 
-    summary = GGUFFile(resolve_model(args.model)).summary()
-    print(summary.format() if hasattr(summary, "format") else summary)
+    print(_format_summary(GGUFFile(resolve_model(args.model)).summary()))
     return 0
+
+
+def _format_summary(s: Any) -> str:
+    """A GGUFSummary as aligned `key  value` lines; fields the file lacks are left out."""
+    types = ", ".join(
+        f"{name} x{t.count} ({t.n_bytes / 1e6:.1f} MB)" for name, t in s.tensor_types.items()
+    )
+    rows = [
+        ("file", f"{s.path} ({s.file_size / 1e6:.1f} MB, GGUF v{s.version})"),
+        ("name", s.name),
+        ("architecture", s.arch),
+        ("file type", s.file_type),
+        ("parameters", f"{s.n_params / 1e6:.1f} M in {s.n_tensors} tensors"),
+        ("tensor types", types),
+        ("context length", s.context_length),
+        ("layers", s.block_count),
+        ("embedding length", s.embedding_length),
+        ("tokenizer", s.tokenizer_model),
+        ("vocabulary", s.vocab_size),
+        ("chat template", "yes" if s.has_chat_template else "no"),
+    ]
+    rows = [(k, v) for k, v in rows if v is not None]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
