@@ -12,26 +12,33 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gguf import GGML_QUANT_SIZES
+from gguf import GGMLQuantizationType as T
 
 from phirt import _kernels as K
 
 ISAS = [isa for isa in K.available_isas() if isa != "scalar"]
 pytestmark = pytest.mark.skipif(not ISAS, reason="no SIMD path on this CPU")
 
-# GGML type id, elements and bytes per block, byte offsets of the fp16 scale fields
-# (d-like fields multiply the quants; min-like fields are the separate offset term).
+# Byte offsets of the fp16 scale fields per block: d-like fields multiply the quants, min-like
+# fields are the separate offset term.
+SCALE_FIELDS = {
+    "Q4_0": ([0], []),
+    "Q4_1": ([0], [2]),
+    "Q5_0": ([0], []),
+    "Q5_1": ([0], [2]),
+    "Q8_0": ([0], []),
+    "Q4_K": ([0], [2]),
+    "Q5_K": ([0], [2]),
+    "Q6_K": ([208], []),
+    "F16": ([], []),
+    "BF16": ([], []),
+    "F32": ([], []),
+}
+# name -> (GGML type id, elements and bytes per block, d-like offsets, min-like offsets)
 TYPES = {
-    "Q4_0": (2, 32, 18, [0], []),
-    "Q4_1": (3, 32, 20, [0], [2]),
-    "Q5_0": (6, 32, 22, [0], []),
-    "Q5_1": (7, 32, 24, [0], [2]),
-    "Q8_0": (8, 32, 34, [0], []),
-    "Q4_K": (12, 256, 144, [0], [2]),
-    "Q5_K": (13, 256, 176, [0], [2]),
-    "Q6_K": (14, 256, 210, [208], []),
-    "F16": (1, 1, 2, [], []),
-    "BF16": (30, 1, 2, [], []),
-    "F32": (0, 1, 4, [], []),
+    name: (int(T[name]), *GGML_QUANT_SIZES[T[name]], d_off, m_off)
+    for name, (d_off, m_off) in SCALE_FIELDS.items()
 }
 ACT_BLOCK = {"Q4_K": 256, "Q5_K": 256, "Q6_K": 256, "F16": 0, "BF16": 0, "F32": 0}  # others 32
 RTOL = 1e-5

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, LlamaFileType
 from gguf.quants import dequantize
 
 from model_factory import ModelFactory, llama_cpp_quantize, requires_llama_cpp
@@ -25,7 +25,7 @@ from phirt import _kernels as K
 
 T = GGMLQuantizationType
 K_TYPES = [T.Q4_K, T.Q5_K, T.Q6_K]
-BLOCK_BYTES = {T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
+BLOCK_BYTES = {t: GGML_QUANT_SIZES[t][1] for t in K_TYPES}
 REF_FUNCS = {
     T.Q4_K: "quantize_row_q4_K_ref",
     T.Q5_K: "quantize_row_q5_K_ref",
