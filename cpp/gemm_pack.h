@@ -14,56 +14,46 @@ namespace phirt {
 
 // scale (and offset, for offset forms) of group g go to [g * kPanelRows] (the caller offsets them
 // by the row). Zero points are the GemmForm's.
-static inline void unpack_q4_0(const uint8_t *src, int64_t k, uint8_t *u, float *sc, float *of) {
-    const auto *b = reinterpret_cast<const block_q4_0 *>(src);
-    for (int64_t i = 0; i < k / QK4_0; ++i, u += QK4_0) {
-        const float d = fp16_to_fp32(b[i].d);
-        sc[i * kPanelRows] = d;
-        for (int j = 0; j < QK4_0 / 2; ++j) {
-            u[j] = b[i].qs[j] & 0xF;
-            u[j + QK4_0 / 2] = b[i].qs[j] >> 4;
-        }
-    }
+
+// The codes below are built in 64-bit words (little-endian: byte j of a word is element j):
+// written byte by byte through `u`, which as a uint8_t pointer may alias the block, GCC kept the
+// nibble loops scalar and legacy panels took 4-15x as long to unpack as Q8_0's.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "panel unpacking assumes little-endian");
+
+// Bits 0..7 of b spread to the 8 bytes of a word, bit i to byte i, as 16 (set) or 0.
+static inline uint64_t bits_to_sixteens(uint32_t b) {
+    const uint64_t picked = ((b & 0xFF) * 0x0101010101010101ull) & 0x8040201008040201ull;
+    return ((picked + 0x7F7F7F7F7F7F7F7Full) & 0x8080808080808080ull) >> 3;
 }
 
-static inline void unpack_q4_1(const uint8_t *src, int64_t k, uint8_t *u, float *sc, float *of) {
-    const auto *b = reinterpret_cast<const block_q4_1 *>(src);
-    for (int64_t i = 0; i < k / QK4_1; ++i, u += QK4_1) {
+// A legacy block's 32 codes in element order: nibble j of qs (low nibbles, then high), plus bit j
+// of qh as bit 4 for the Q5 types (qh null for Q4).
+static inline void unpack_codes32(const uint8_t *qs, const uint8_t *qh, uint8_t *u) {
+    constexpr uint64_t kLow = 0x0F0F0F0F0F0F0F0Full;
+    uint64_t q[2];
+    std::memcpy(q, qs, 16);
+    uint64_t lo[2] = {q[0] & kLow, q[1] & kLow}, hi[2] = {(q[0] >> 4) & kLow, (q[1] >> 4) & kLow};
+    if (qh != nullptr) {
+        uint32_t h;
+        std::memcpy(&h, qh, 4);
+        lo[0] |= bits_to_sixteens(h), lo[1] |= bits_to_sixteens(h >> 8);
+        hi[0] |= bits_to_sixteens(h >> 16), hi[1] |= bits_to_sixteens(h >> 24);
+    }
+    // Two 16-byte copies: one 32-byte copy of two halves built apart defeats store forwarding.
+    std::memcpy(u, lo, 16);
+    std::memcpy(u + 16, hi, 16);
+}
+
+// Q4_0, Q4_1, Q5_0, Q5_1: per block of 32 a scale d, an offset m for Q4_1/Q5_1 (kMin).
+template <class Block, bool kMin, bool kFifthBit>
+static inline void unpack_legacy(const uint8_t *src, int64_t k, uint8_t *u, float *sc, float *of) {
+    const auto *b = reinterpret_cast<const Block *>(src);
+    for (int64_t i = 0; i < k / 32; ++i, u += 32) {
         sc[i * kPanelRows] = fp16_to_fp32(b[i].d);
-        of[i * kPanelRows] = fp16_to_fp32(b[i].m);
-        for (int j = 0; j < QK4_1 / 2; ++j) {
-            u[j] = b[i].qs[j] & 0xF;
-            u[j + QK4_1 / 2] = b[i].qs[j] >> 4;
-        }
-    }
-}
-
-// Low nibbles as Q4_0, bit 4 of element j is bit j of qh.
-template <class Block>
-static inline void unpack_q5_bits(const Block &b, uint8_t *u) {
-    uint32_t qh;
-    std::memcpy(&qh, b.qh, 4);
-    for (int j = 0; j < 16; ++j) {
-        u[j] = (b.qs[j] & 0xF) | (((qh >> j) & 1) << 4);
-        u[j + 16] = (b.qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
-    }
-}
-
-static inline void unpack_q5_0(const uint8_t *src, int64_t k, uint8_t *u, float *sc, float *of) {
-    const auto *b = reinterpret_cast<const block_q5_0 *>(src);
-    for (int64_t i = 0; i < k / QK5_0; ++i, u += QK5_0) {
-        const float d = fp16_to_fp32(b[i].d);
-        sc[i * kPanelRows] = d;
-        unpack_q5_bits(b[i], u);
-    }
-}
-
-static inline void unpack_q5_1(const uint8_t *src, int64_t k, uint8_t *u, float *sc, float *of) {
-    const auto *b = reinterpret_cast<const block_q5_1 *>(src);
-    for (int64_t i = 0; i < k / QK5_1; ++i, u += QK5_1) {
-        sc[i * kPanelRows] = fp16_to_fp32(b[i].d);
-        of[i * kPanelRows] = fp16_to_fp32(b[i].m);
-        unpack_q5_bits(b[i], u);
+        if constexpr (kMin) of[i * kPanelRows] = fp16_to_fp32(b[i].m);
+        const uint8_t *qh = nullptr;
+        if constexpr (kFifthBit) qh = b[i].qh;
+        unpack_codes32(b[i].qs, qh, u);
     }
 }
 
@@ -126,16 +116,16 @@ static inline bool unpack_row(int type, const uint8_t *src, int64_t k, uint8_t *
                               float *of) {
     switch ((GgmlType)type) {
         case GgmlType::Q4_0:
-            unpack_q4_0(src, k, u, sc, of);
+            unpack_legacy<block_q4_0, false, false>(src, k, u, sc, of);
             return true;
         case GgmlType::Q4_1:
-            unpack_q4_1(src, k, u, sc, of);
+            unpack_legacy<block_q4_1, true, false>(src, k, u, sc, of);
             return true;
         case GgmlType::Q5_0:
-            unpack_q5_0(src, k, u, sc, of);
+            unpack_legacy<block_q5_0, false, true>(src, k, u, sc, of);
             return true;
         case GgmlType::Q5_1:
-            unpack_q5_1(src, k, u, sc, of);
+            unpack_legacy<block_q5_1, true, true>(src, k, u, sc, of);
             return true;
         case GgmlType::Q8_0:
             unpack_q8_0(src, k, u, sc, of);
