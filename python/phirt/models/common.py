@@ -46,6 +46,10 @@ class DecoderConfig:
     sliding_window: int = 0  # 0: full attention
 
     @property
+    def n_embd_q(self) -> int:
+        return self.n_head * self.head_dim
+
+    @property
     def n_embd_kv(self) -> int:
         return self.n_head_kv * self.head_dim
 
@@ -197,9 +201,9 @@ def linear(x: np.ndarray, w: Any, bias: np.ndarray | None = None) -> np.ndarray:
 
 
 def split_qkv(qkv: np.ndarray, cfg: DecoderConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fused QKV rows (m, n_embd + 2 n_embd_kv) into q (m, n_head, hd), k and v (m, n_head_kv, hd)."""
+    """Fused QKV rows (m, n_embd_q + 2 n_embd_kv) -> q (m, n_head, hd), k, v (m, n_head_kv, hd)."""
     m = qkv.shape[0]
-    nq = cfg.n_head * cfg.head_dim
+    nq = cfg.n_embd_q
     nk = cfg.n_embd_kv
     q = np.ascontiguousarray(qkv[:, :nq]).reshape(m, cfg.n_head, cfg.head_dim)
     k = np.ascontiguousarray(qkv[:, nq : nq + nk]).reshape(m, cfg.n_head_kv, cfg.head_dim)
@@ -230,7 +234,7 @@ class SelfAttention:
         self.q_scale = np.float32(scale) if q_prescale else None
         self.score_scale = 1.0 if q_prescale else scale
         self.window = cfg.sliding_window
-        self.n_out = cfg.n_head * cfg.head_dim
+        self.n_out = cfg.n_embd_q
 
     def __call__(
         self,

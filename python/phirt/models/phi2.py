@@ -29,7 +29,7 @@ def read_config(meta: dict[str, Any], path: str, n_vocab: int) -> DecoderConfig:
 
 
 def _qkv_rows(c: DecoderConfig) -> int:
-    return c.n_embd + 2 * c.n_embd_kv
+    return c.n_embd_q + 2 * c.n_embd_kv
 
 
 TENSORS = [
@@ -42,13 +42,13 @@ TENSORS = [
     TensorSpec("blk.{i}.attn_norm.bias", lambda c: (c.n_embd,)),
     TensorSpec("blk.{i}.attn_qkv.weight", lambda c: (_qkv_rows(c), c.n_embd), required=False),
     TensorSpec("blk.{i}.attn_qkv.bias", lambda c: (_qkv_rows(c),), required=False),
-    TensorSpec("blk.{i}.attn_q.weight", lambda c: (c.n_embd, c.n_embd), required=False),
-    TensorSpec("blk.{i}.attn_q.bias", lambda c: (c.n_embd,), required=False),
+    TensorSpec("blk.{i}.attn_q.weight", lambda c: (c.n_embd_q, c.n_embd), required=False),
+    TensorSpec("blk.{i}.attn_q.bias", lambda c: (c.n_embd_q,), required=False),
     TensorSpec("blk.{i}.attn_k.weight", lambda c: (c.n_embd_kv, c.n_embd), required=False),
     TensorSpec("blk.{i}.attn_k.bias", lambda c: (c.n_embd_kv,), required=False),
     TensorSpec("blk.{i}.attn_v.weight", lambda c: (c.n_embd_kv, c.n_embd), required=False),
     TensorSpec("blk.{i}.attn_v.bias", lambda c: (c.n_embd_kv,), required=False),
-    TensorSpec("blk.{i}.attn_output.weight", lambda c: (c.n_embd, c.n_embd)),
+    TensorSpec("blk.{i}.attn_output.weight", lambda c: (c.n_embd, c.n_embd_q)),
     TensorSpec("blk.{i}.attn_output.bias", lambda c: (c.n_embd,)),
     TensorSpec("blk.{i}.ffn_up.weight", lambda c: (c.n_ff, c.n_embd)),
     TensorSpec("blk.{i}.ffn_up.bias", lambda c: (c.n_ff,)),
