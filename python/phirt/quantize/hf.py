@@ -17,6 +17,8 @@ import numpy as np
 from gguf import GGUFWriter, RopeScalingType
 
 from phirt.errors import QuantizeError
+from phirt.models.common import LAYER_PREFIX, DecoderConfig
+from phirt.models.registry import ARCHITECTURES
 from phirt.quantize.names import TABLES, NameTable, gguf_name
 from phirt.quantize.safetensors_io import SafetensorsSet, StTensor
 from phirt.quantize.source import Source, SourceTensor
@@ -76,50 +78,28 @@ class _Dims:
         self.tied = bool(c.get("tie_word_embeddings", default=False))
 
 
-def _expected_shapes(arch: str, d: _Dims) -> dict[str, tuple[int, ...]]:
-    """GGUF name -> numpy shape that config.json implies, for every tensor the model has."""
-    e, q, kv = d.n_embd, d.n_head * d.head_dim, d.n_head_kv * d.head_dim
-    shapes: dict[str, tuple[int, ...]] = {
-        "token_embd.weight": (d.n_vocab, e),
-        "output_norm.weight": (e,),
-        "output.weight": (d.n_vocab, e),
-    }
-    layer: dict[str, tuple[int, ...]] = {"attn_norm.weight": (e,), "attn_output.weight": (e, q)}
-    if arch == "phi3":
-        layer |= {
-            "attn_qkv.weight": (q + 2 * kv, e),
-            "ffn_norm.weight": (e,),
-            "ffn_up.weight": (2 * d.n_ff, e),
-            "ffn_down.weight": (e, d.n_ff),
-        }
-    elif arch == "phi2":
-        shapes |= {"output_norm.bias": (e,), "output.bias": (d.n_vocab,)}
-        layer |= {
-            "attn_norm.bias": (e,),
-            "attn_q.weight": (q, e),
-            "attn_q.bias": (q,),
-            "attn_k.weight": (kv, e),
-            "attn_k.bias": (kv,),
-            "attn_v.weight": (kv, e),
-            "attn_v.bias": (kv,),
-            "attn_output.bias": (e,),
-            "ffn_up.weight": (d.n_ff, e),
-            "ffn_up.bias": (d.n_ff,),
-            "ffn_down.weight": (e, d.n_ff),
-            "ffn_down.bias": (e,),
-        }
-    else:  # llama
-        layer |= {
-            "attn_q.weight": (q, e),
-            "attn_k.weight": (kv, e),
-            "attn_v.weight": (kv, e),
-            "ffn_norm.weight": (e,),
-            "ffn_gate.weight": (d.n_ff, e),
-            "ffn_up.weight": (d.n_ff, e),
-            "ffn_down.weight": (e, d.n_ff),
-        }
+def _expected_shapes(table: NameTable, d: _Dims) -> dict[str, tuple[int, ...]]:
+    """GGUF name -> numpy shape that config.json implies, for every tensor the checkpoint holds:
+    the names come from the name table, the shapes from the architecture's tensor table
+    (phirt.models), the one the engine checks GGUF files against."""
+    cfg = DecoderConfig(
+        arch=table.gguf_arch,
+        n_vocab=d.n_vocab,
+        n_embd=d.n_embd,
+        n_ff=d.n_ff,
+        n_layer=d.n_layer,
+        n_head=d.n_head,
+        n_head_kv=d.n_head_kv,
+        head_dim=d.head_dim,
+        n_rot=d.head_dim,  # no shape in the name tables depends on the remaining fields
+        n_ctx_train=0,
+        norm_eps=0.0,
+    )
+    shape_of = {spec.name: spec.shape for spec in ARCHITECTURES[table.gguf_arch].module.TENSORS}
+    shapes = {name: shape_of[name](cfg) for name in table.globals.values()}
+    layer = {name: shape_of[LAYER_PREFIX + name](cfg) for name in table.per_layer.values()}
     for i in range(d.n_layer):
-        shapes |= {f"blk.{i}.{k}": v for k, v in layer.items()}
+        shapes |= {f"blk.{i}.{name}": shape for name, shape in layer.items()}
     return shapes
 
 
@@ -270,7 +250,7 @@ def open_hf(folder: str | Path) -> Source:
     arch = table.gguf_arch
     d = _Dims(c, table)
     st = SafetensorsSet(folder)
-    shapes = _expected_shapes(arch, d)
+    shapes = _expected_shapes(table, d)
 
     tensors: list[SourceTensor] = []
     for hf_name, t in st.tensors.items():
