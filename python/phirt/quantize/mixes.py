@@ -26,7 +26,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from phirt.quantize.names import layer_of
 
-__all__ = ["FILE_TYPES", "FileType", "TensorPlan", "plan_types", "type_help"]
+__all__ = ["FILE_TYPES", "FileType", "TensorPlan", "plan_types"]
 
 T = GGMLQuantizationType
 
@@ -36,40 +36,24 @@ class FileType:
     name: str  # as users type it: q4_k_m
     ftype: LlamaFileType  # general.file_type
     base: GGMLQuantizationType  # the type of most weight matrices
-    summary: str
 
 
 FILE_TYPES: dict[str, FileType] = {
     ft.name: ft
     for ft in (
-        FileType("f32", LlamaFileType.ALL_F32, T.F32, "32-bit float, lossless"),
-        FileType("f16", LlamaFileType.MOSTLY_F16, T.F16, "16-bit float"),
-        FileType("bf16", LlamaFileType.MOSTLY_BF16, T.BF16, "bfloat16"),
-        FileType("q8_0", LlamaFileType.MOSTLY_Q8_0, T.Q8_0, "8.5 bits/weight"),
-        FileType("q6_k", LlamaFileType.MOSTLY_Q6_K, T.Q6_K, "6.56 bits/weight"),
-        FileType(
-            "q5_k_m",
-            LlamaFileType.MOSTLY_Q5_K_M,
-            T.Q5_K,
-            "Q5_K, Q6_K for attn_v/ffn_down in some layers",
-        ),
-        FileType("q5_k_s", LlamaFileType.MOSTLY_Q5_K_S, T.Q5_K, "Q5_K throughout"),
-        FileType("q5_1", LlamaFileType.MOSTLY_Q5_1, T.Q5_1, "6 bits/weight, with min"),
-        FileType("q5_0", LlamaFileType.MOSTLY_Q5_0, T.Q5_0, "5.5 bits/weight"),
-        FileType(
-            "q4_k_m",
-            LlamaFileType.MOSTLY_Q4_K_M,
-            T.Q4_K,
-            "Q4_K, Q6_K for attn_v/ffn_down in some layers",
-        ),
-        FileType(
-            "q4_k_s",
-            LlamaFileType.MOSTLY_Q4_K_S,
-            T.Q4_K,
-            "Q4_K, Q5_K for the first attn_v/ffn_down",
-        ),
-        FileType("q4_1", LlamaFileType.MOSTLY_Q4_1, T.Q4_1, "5 bits/weight, with min"),
-        FileType("q4_0", LlamaFileType.MOSTLY_Q4_0, T.Q4_0, "4.5 bits/weight"),
+        FileType("f32", LlamaFileType.ALL_F32, T.F32),
+        FileType("f16", LlamaFileType.MOSTLY_F16, T.F16),
+        FileType("bf16", LlamaFileType.MOSTLY_BF16, T.BF16),
+        FileType("q8_0", LlamaFileType.MOSTLY_Q8_0, T.Q8_0),
+        FileType("q6_k", LlamaFileType.MOSTLY_Q6_K, T.Q6_K),
+        FileType("q5_k_m", LlamaFileType.MOSTLY_Q5_K_M, T.Q5_K),
+        FileType("q5_k_s", LlamaFileType.MOSTLY_Q5_K_S, T.Q5_K),
+        FileType("q5_1", LlamaFileType.MOSTLY_Q5_1, T.Q5_1),
+        FileType("q5_0", LlamaFileType.MOSTLY_Q5_0, T.Q5_0),
+        FileType("q4_k_m", LlamaFileType.MOSTLY_Q4_K_M, T.Q4_K),
+        FileType("q4_k_s", LlamaFileType.MOSTLY_Q4_K_S, T.Q4_K),
+        FileType("q4_1", LlamaFileType.MOSTLY_Q4_1, T.Q4_1),
+        FileType("q4_0", LlamaFileType.MOSTLY_Q4_0, T.Q4_0),
     )
 }
 
@@ -88,11 +72,6 @@ class TensorPlan:
 
 def block_size(t: GGMLQuantizationType) -> int:
     return GGML_QUANT_SIZES[t][0]
-
-
-def type_help() -> str:
-    """One line per file type, for the CLI's --type help."""
-    return "; ".join(f"{ft.name}: {ft.summary}" for ft in FILE_TYPES.values())
 
 
 def _use_more_bits(i: int, n: int) -> bool:
@@ -146,10 +125,9 @@ def plan_types(
                 new = T.Q5_K
             i_attn_v += 1
         elif "ffn_down" in name:
-            i_layer = i_ffn_down
-            if ft.name in ("q4_k_m", "q5_k_m") and _use_more_bits(i_layer, n_layer):
+            if ft.name in ("q4_k_m", "q5_k_m") and _use_more_bits(i_ffn_down, n_layer):
                 new = T.Q6_K
-            elif ft.name == "q4_k_s" and i_layer < n_layer // 8:
+            elif ft.name == "q4_k_s" and i_ffn_down < n_layer // 8:
                 new = T.Q5_K
             i_ffn_down += 1
         note = ""
