@@ -27,6 +27,10 @@ std::string validate_weight(int type, int64_t n, int64_t k, int64_t nbytes);
 // True when matmul supports this weight type.
 bool matmul_supported(int type);
 
+// True when matmul runs m activation rows of a `type` matrix through kern's packed GEMM (gemm.h)
+// rather than one-row dots.
+bool uses_packed_gemm(const DotKernels &kern, int type, int64_t m);
+
 // y (m × n) = x (m × k) · wᵀ. Runs on the global thread pool; allocation-free once warmed up.
 void matmul(const WeightView &w, const float *x, int64_t m, float *y);
 
