@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter
+from gguf import GGML_QUANT_VERSION, GGUFWriter
+from gguf.quants import quant_shape_to_byte_shape
 
 from phirt import _kernels as K
 from phirt.errors import QuantizeError
 from phirt.quantize.mixes import FILE_TYPES, TensorPlan
 from phirt.quantize.source import Source, SourceTensor
 
-__all__ = ["WriteResult", "row_bytes", "write_gguf"]
+__all__ = ["WriteResult", "write_gguf"]
 
 SLAB_BYTES = 32 * 1024 * 1024  # f32 bytes converted per step
 
@@ -37,11 +38,6 @@ class WriteResult:
     bytes_out: int  # tensor data written
     n_tensors: int
     types: dict[str, int] = field(default_factory=dict)  # output type name -> tensor count
-
-
-def row_bytes(t: GGMLQuantizationType, k: int) -> int:
-    block, size = GGML_QUANT_SIZES[t]
-    return k // block * size
 
 
 def _slab_rows(src: SourceTensor) -> int:
@@ -94,10 +90,9 @@ def write_gguf(
     writer.add_quantization_version(GGML_QUANT_VERSION)
     sizes: list[int] = []
     for plan in plans:
-        rows = plan.shape[0] if len(plan.shape) > 1 else 1
-        nbytes = rows * row_bytes(plan.type, plan.shape[-1])
+        byte_shape = quant_shape_to_byte_shape(plan.shape, plan.type)
+        nbytes = math.prod(byte_shape)
         sizes.append(nbytes)
-        byte_shape = (*plan.shape[:-1], row_bytes(plan.type, plan.shape[-1]))
         writer.add_tensor_info(
             plan.name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=plan.type
         )
