@@ -769,30 +769,99 @@ void test_matmul(const std::string &isa, const DotKernels &K) {
     }
 }
 
-// The ISA's panel packing against the scalar one: same bytes, scales and offsets, for full and
-// partial panels (rows past the matrix must be zero).
-void test_pack_panel(const std::string &isa, const DotKernels &K) {
-    Section s("[" + isa + "] packed GEMM panels == scalar");
+// Quantized activations for a packed GEMM test: m rows of random int8 and, per column group, a
+// random scale d with zs and s derived as matmul derives them (gemm.h).
+struct GemmActData {
+    std::vector<int8_t> q;
+    std::vector<float> d, s;
+    std::vector<int32_t> zs;
+    GemmActs acts(int64_t k, int64_t n_groups) const {
+        return {q.data(), d.data(), zs.data(), s.data(), k, n_groups};
+    }
+};
+
+GemmActData make_gemm_acts(const GemmForm &form, int64_t m, int64_t k) {
+    const int64_t ng = k / form.group;
+    GemmActData a;
+    a.q.resize(m * k);
+    for (auto &v : a.q) v = (int8_t)uniform_int(-127, 127);
+    a.d.resize(m * ng);
+    a.s.resize(m * ng);
+    a.zs.resize(m * ng);
+    for (int64_t g = 0; g < m * ng; ++g) {
+        int32_t sum = 0;
+        for (int c = 0; c < form.group; ++c) sum += a.q[g * form.group + c];
+        a.d[g] = std::pow(10.0f, uniform(-3.0f, 0.0f));
+        a.zs[g] = -form.zero * sum;
+        a.s[g] = a.d[g] * (float)sum;
+    }
+    return a;
+}
+
+// Σ|terms| of output (i, r) of a panel product: |integer group sum · scale · d| + |offset · s|.
+double gemm_magnitude(const GemmPanel &p, const GemmActs &a, int64_t i, int r) {
+    const int group = p.form.group;
+    double m = 0.0;
+    for (int64_t g = 0; g < p.k / group; ++g) {
+        const int64_t at = g * kPanelRows + r, ag = i * a.ldg + g;
+        int64_t isum = a.zs[ag];
+        for (int64_t c = g * group; c < (g + 1) * group; ++c)
+            isum += p.u[(c / 4 * kPanelRows + r) * 4 + c % 4] * a.q[i * a.ldq + c];
+        m += std::fabs((double)isum * p.scale[at] * a.d[ag]);
+        if (p.form.offset) m += std::fabs((double)p.offset[at] * a.s[ag]);
+    }
+    return m;
+}
+
+// The ISA's packed GEMM against the scalar spec (gemm_ref.cpp): panels byte for byte, full and
+// partial (rows past the matrix must be zero), from quantized and from random weight bytes; the
+// panel product within the float-order bound, for every micro-tile height and for k past one
+// cache pass of the AVX-512 kernel (2048 columns).
+void test_packed_gemm(const std::string &isa, const DotKernels &K) {
     if (K.pack_panel == nullptr) return;
+    Section s("[" + isa + "] packed GEMM ~ scalar spec");
     for (const DotCase &c : kDotCases) {
         const GemmForm form = gemm_form((int)c.wtype);
         if (form.group == 0) continue;
-        const int64_t k = 512, rb = row_bytes(traits(c.wtype), k);
-        std::vector<uint8_t> w;
-        if (!make_weights(c.wtype, kPanelRows, k, kQuantized, kWide, &w)) continue;
-        for (int n_rows : {kPanelRows, 5}) {
-            const int64_t ng = k / form.group * kPanelRows;
-            std::vector<uint8_t> u_ref(kPanelRows * k, 1), u(kPanelRows * k, 2),
-                rows(kPanelRows * k);
-            std::vector<float> sc_ref(ng, 1), sc(ng, 2), of_ref(ng, 1), of(ng, 1);
-            GemmPanel p_ref{u_ref.data(), sc_ref.data(), of_ref.data(), k, form};
-            GemmPanel p{u.data(), sc.data(), of.data(), k, form};
-            pack_panel_ref((int)c.wtype, w.data(), rb, n_rows, &p_ref, rows.data());
-            K.pack_panel((int)c.wtype, w.data(), rb, n_rows, &p, rows.data());
-            check(
-                u == u_ref && std::memcmp(sc.data(), sc_ref.data(), ng * 4) == 0 &&
-                    std::memcmp(of.data(), of_ref.data(), ng * 4) == 0,
-                fmt("pack %s n_rows=%d: %s != scalar", traits(c.wtype).name, n_rows, isa.c_str()));
+        for (int64_t k : {512, 2560}) {
+            const int64_t rb = row_bytes(traits(c.wtype), k), ng = k / form.group * kPanelRows;
+            for (Source src : {kQuantized, kRandomBytes}) {
+                std::vector<uint8_t> w;
+                if (!make_weights(c.wtype, kPanelRows, k, src, kWide, &w)) continue;
+                for (int n_rows : {kPanelRows, 5}) {
+                    std::vector<uint8_t> u_ref(kPanelRows * k, 1), u(kPanelRows * k, 2),
+                        rows(kPanelRows * k);
+                    std::vector<float> sc_ref(ng, 1), sc(ng, 2), of_ref(ng, 1), of(ng, 2);
+                    GemmPanel p_ref{u_ref.data(), sc_ref.data(), of_ref.data(), k, form};
+                    GemmPanel p{u.data(), sc.data(), of.data(), k, form};
+                    pack_panel_ref((int)c.wtype, w.data(), rb, n_rows, &p_ref, rows.data());
+                    K.pack_panel((int)c.wtype, w.data(), rb, n_rows, &p, rows.data());
+                    const bool same_offsets =
+                        !form.offset || std::memcmp(of.data(), of_ref.data(), ng * 4) == 0;
+                    check(u == u_ref && std::memcmp(sc.data(), sc_ref.data(), ng * 4) == 0 &&
+                              same_offsets,
+                          fmt("pack %s k=%lld %s n_rows=%d: %s != scalar", traits(c.wtype).name,
+                              (long long)k, kSourceNames[src], n_rows, isa.c_str()));
+                    for (int64_t m : {1, 3, 8, 13}) {
+                        const GemmActData ad = make_gemm_acts(form, m, k);
+                        const GemmActs a = ad.acts(k, k / form.group);
+                        std::vector<float> y_ref(m * kPanelRows), y(m * kPanelRows);
+                        gemm_panel_ref(p_ref, a, m, y_ref.data(), kPanelRows, n_rows);
+                        K.gemm_panel(p_ref, a, m, y.data(), kPanelRows, n_rows);
+                        bool ok = true;
+                        for (int64_t i = 0; i < m; ++i)
+                            for (int r = 0; r < n_rows; ++r) {
+                                const double err = std::fabs((double)y[i * kPanelRows + r] -
+                                                             y_ref[i * kPanelRows + r]);
+                                ok &=
+                                    within(err, kDotRel * gemm_magnitude(p_ref, a, i, r) + kDotAbs);
+                            }
+                        check(ok, fmt("gemm_panel %s k=%lld %s n_rows=%d m=%lld: %s vs scalar",
+                                      traits(c.wtype).name, (long long)k, kSourceNames[src], n_rows,
+                                      (long long)m, isa.c_str()));
+                    }
+                }
+            }
         }
     }
 }
@@ -1007,7 +1076,7 @@ int main() {
             test_dots(isa, K, S);
             test_axpy(isa, K, S);
             test_matmul(isa, K);
-            test_pack_panel(isa, K);
+            test_packed_gemm(isa, K);
             test_attention(isa);
             test_rope(isa);
         }
