@@ -56,7 +56,7 @@ using PackPanelFn = void (*)(int type, const uint8_t *w, int64_t row_bytes, int 
 using GemmPanelFn = void (*)(const GemmPanel &p, const GemmActs &a, int64_t m, float *y,
                              int64_t ldy, int n_rows);
 
-// The scalar reference (gemm_ref.cpp).
+// The scalar reference (gemm_ref.cpp): the spec for the twins (cpp/tests), in no kernel table.
 void pack_panel_ref(int type, const uint8_t *w, int64_t row_bytes, int n_rows, GemmPanel *p,
                     uint8_t *rows);
 void gemm_panel_ref(const GemmPanel &p, const GemmActs &a, int64_t m, float *y, int64_t ldy,
