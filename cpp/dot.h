@@ -15,6 +15,9 @@ namespace phirt {
 using VecDotFn = float (*)(int64_t n, const void *w, const void *x);
 // Convert n floats to an activation format (n a multiple of its block size).
 using ConvertFn = void (*)(const float *x, void *y, int64_t n);
+// Dot of one repacked ONNX MatMulNBits 4-bit row (layout in nbits.h) with kq/32 Q8_0 blocks.
+struct NBitsShape;
+using NBitsDotFn = float (*)(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x);
 // y[i] += a * x[i] for an f16 row (attention's V accumulation).
 using AxpyF16Fn = void (*)(int64_t n, float a, const ggml_half *x, float *y);
 // Attention over n cached f16 rows of hd elements (rows hd apart):
@@ -44,6 +47,7 @@ struct DotKernels {
     VecDotFn f16_f16;
     VecDotFn bf16_bf16;
     VecDotFn f32_f32;
+    NBitsDotFn nbits4_q8_0;
     AxpyF16Fn axpy_f16;
     // Packed GEMM for prefill (gemm.h); nullptr where the one-row dots are faster (no VNNI).
     PackPanelFn pack_panel;

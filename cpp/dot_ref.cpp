@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "dot.h"
+#include "nbits.h"
 #include "quants.h"
 
 namespace phirt {
@@ -235,8 +236,8 @@ const DotKernels &dot_kernels_scalar() {
     static const DotKernels table = {
         "scalar",      to_q8_0,       to_q8_1,       to_q8_K,       to_f16,        to_bf16,
         dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
-        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   axpy_f16,
-        nullptr,       nullptr,       nullptr,       nullptr,       nullptr,
+        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   nbits_dot_ref,
+        axpy_f16,      nullptr,       nullptr,       nullptr,       nullptr,       nullptr,
     };
     return table;
 }

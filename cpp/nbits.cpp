@@ -13,12 +13,6 @@
 
 namespace phirt {
 
-#if !defined(PHIRT_HAVE_X86_SIMD)
-NBitsDotFn nbits_dot_avx2() {
-    return nullptr;
-}
-#endif
-
 namespace {
 
 constexpr int64_t kMaxK = (int64_t)1 << 31;  // far beyond any model, keeps every size in int64
@@ -165,19 +159,10 @@ float nbits_dot_ref(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x
     return sum;
 }
 
-NBitsDotFn nbits_active_dot() {
-    // The AVX2 twin serves the avx512 path too (every AVX-512 CPU phirt selects has AVX2).
-    const char *isa = active_kernels().isa;
-    const CpuFeatures &f = cpu_features();
-    const bool x86 = std::strcmp(isa, "avx2") == 0 || std::strcmp(isa, "avx512") == 0;
-    if (x86 && f.avx2 && f.fma && f.f16c && nbits_dot_avx2() != nullptr) return nbits_dot_avx2();
-    return nbits_dot_ref;
-}
-
 void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y) {
     const NBitsShape &s = w.shape();
     const DotKernels &kern = active_kernels();
-    const NBitsDotFn dot = nbits_active_dot();
+    const NBitsDotFn dot = kern.nbits4_q8_0;
     ThreadPool &pool = global_pool();
     const int n_threads = pool.size();
 

@@ -38,6 +38,7 @@
 #include <memory>
 #include <string>
 
+#include "dot.h"
 #include "formats.h"
 
 namespace phirt {
@@ -100,13 +101,10 @@ void nbits_dequantize(const NBitsMatrix &w, float *out);
 // zero-padded to kq), integer dot products per 16/32 elements, float32 accumulation.
 void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y);
 
-// Dot of one repacked row with kq/32 Q8_0 activation blocks. The scalar version is the spec.
-using NBitsDotFn = float (*)(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x);
+// Dot of one repacked row with kq/32 Q8_0 activation blocks (NBitsDotFn, dot.h), reached through
+// the kernel table's nbits4_q8_0. The scalar version is the spec; the AVX2 twin
+// (x86/nbits_avx2.cpp) serves the avx2 and avx512 tables.
 float nbits_dot_ref(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x);
-// AVX2 twin (x86/nbits_avx2.cpp); nullptr when this build has no x86 SIMD files.
-NBitsDotFn nbits_dot_avx2();
-
-// The dot used for the active ISA (set_isa / PHIRT_ISA), e.g. "scalar" or "avx2".
-NBitsDotFn nbits_active_dot();
+float nbits_dot_avx2(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x);
 
 }  // namespace phirt

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "../dot.h"
+#include "../nbits.h"
 #include "../quants.h"
 
 namespace phirt {
@@ -517,8 +518,9 @@ const DotKernels *dot_kernels_neon() {
     static const DotKernels table = {
         "neon",        to_q8_0,       to_q8_1,       to_q8_K,       to_f16,        to_bf16,
         dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
-        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   axpy_f16,
-        nullptr,       nullptr,  // no NEON panel kernel yet
+        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,
+        nbits_dot_ref,                          // no NEON MatMulNBits dot yet
+        axpy_f16,      nullptr,       nullptr,  // no NEON panel kernel yet
         nullptr,       nullptr,       nullptr,
     };
     return &table;

@@ -5,6 +5,7 @@
 // linkage) so no AVX2 code can be picked by the linker for a baseline caller; only
 // dot_kernels_avx2() is exported. Integer techniques follow ggml-cpu/arch/x86/quants.c
 // (maddubs on unsigned×signed bytes, nibble unpacking, the Q6_K bsums offset trick).
+#include "../nbits.h"
 #include "x86_common.h"
 
 namespace phirt {
@@ -387,8 +388,8 @@ const DotKernels *dot_kernels_avx2() {
     static const DotKernels table = {
         "avx2",        to_q8_0,       to_q8_1,       to_q8_K,       to_f16,        to_bf16,
         dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
-        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   axpy_f16,
-        nullptr,       nullptr,  // VPMADDUBSW saturates on Q8_0 panel bytes
+        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   nbits_dot_avx2,
+        axpy_f16,      nullptr,       nullptr,  // VPMADDUBSW saturates on Q8_0 panel bytes
         nullptr,       nullptr,       nullptr,
     };
     return &table;

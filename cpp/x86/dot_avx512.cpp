@@ -10,6 +10,7 @@
 // second VPDPBUSD of the constant against the activations, and an interleave tree leaves the
 // sums of eight blocks in one vector, so each step needs one int->float conversion and one FMA.
 // K-quants use VPMADDUBSW for the 4-8 bit products and VPDPWSSD to apply the sub-block scales.
+#include "../nbits.h"
 #include "x86_common.h"
 
 namespace phirt {
@@ -578,13 +579,14 @@ double exp_sum(int64_t n, float max, float *s) {
 
 }  // namespace
 
+// MatMulNBits runs on the AVX2 twin (there is no AVX-512 one).
 const DotKernels *dot_kernels_avx512() {
     static const DotKernels table = {
-        "avx512",      to_q8_0,       to_q8_1,       to_q8_K,           to_f16,
-        to_bf16,       dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0,     dot_q5_1_q8_1,
-        dot_q8_0_q8_0, dot_q4_K_q8_K, dot_q5_K_q8_K, dot_q6_K_q8_K,     dot_f16_f16,
-        dot_bf16_bf16, dot_f32_f32,   axpy_f16,      pack_panel_avx512, gemm_panel_avx512,
-        attn_scores,   attn_values,   exp_sum,
+        "avx512",          to_q8_0,       to_q8_1,        to_q8_K,       to_f16,
+        to_bf16,           dot_q4_0_q8_0, dot_q4_1_q8_1,  dot_q5_0_q8_0, dot_q5_1_q8_1,
+        dot_q8_0_q8_0,     dot_q4_K_q8_K, dot_q5_K_q8_K,  dot_q6_K_q8_K, dot_f16_f16,
+        dot_bf16_bf16,     dot_f32_f32,   nbits_dot_avx2, axpy_f16,      pack_panel_avx512,
+        gemm_panel_avx512, attn_scores,   attn_values,    exp_sum,
     };
     return &table;
 }

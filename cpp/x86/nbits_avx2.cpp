@@ -1,11 +1,12 @@
 // AVX2 + FMA + F16C twin of nbits_dot_ref (nbits.cpp): the same integer sums per 16 elements,
 // float32 accumulation in a different order.
 //
-// Compiled with -mavx2 -mfma -mf16c; everything but nbits_dot_avx2() has internal linkage, so no
-// AVX2 code can be linked into a baseline caller. One 32-element group is one __m256i: low
-// nibbles (elements 0..15) in the low lane, high nibbles (16..31) in the high lane. Each lane has
-// its own zero point and scale, so block size 16 (two ONNX blocks per group) and block sizes of
-// 32 and more (one block, both lanes equal) run the same loop.
+// Compiled with -mavx2 -mfma -mf16c; everything but nbits_dot_avx2 has internal linkage, so no
+// AVX2 code can be linked into a baseline caller, and nbits_dot_avx2 is reached only through the
+// avx2 and avx512 kernel tables. One 32-element group is one __m256i: low nibbles (elements
+// 0..15) in the low lane, high nibbles (16..31) in the high lane. Each lane has its own zero point
+// and scale, so block size 16 (two ONNX blocks per group) and block sizes of 32 and more (one
+// block, both lanes equal) run the same loop.
 #include <immintrin.h>
 
 #include <cstring>
@@ -41,7 +42,9 @@ inline __m256i group_sums(const uint8_t *qs, const int8_t *xq, __m256i zp) {
     return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-float dot_avx2(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x) {
+}  // namespace
+
+float nbits_dot_avx2(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x) {
     const uint8_t *qs = row + s.off_qs;
     const uint8_t *zp = row + s.off_zp;
     const int64_t groups = s.kq / kNBitsGroup;
@@ -77,12 +80,6 @@ float dot_avx2(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x) {
         }
     }
     return hsum(_mm256_add_ps(acc0, acc1));
-}
-
-}  // namespace
-
-NBitsDotFn nbits_dot_avx2() {
-    return dot_avx2;
 }
 
 }  // namespace phirt
