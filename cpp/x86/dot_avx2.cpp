@@ -204,9 +204,7 @@ float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc);
     }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    return hsum(acc) - _mm_cvtss_f32(acc_m);
+    return hsum(acc) - hsum(acc_m);
 }
 
 float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
@@ -242,9 +240,7 @@ float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc);
     }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    return hsum(acc) - _mm_cvtss_f32(acc_m);
+    return hsum(acc) - hsum(acc_m);
 }
 
 // Q6_K: q in [0, 63] is used unsigned; the -32 offset is Σ_s sc_s·32·bsums_s, from the

@@ -308,9 +308,7 @@ float dot_q45_K(int64_t n, const void *vw, const void *vx) {
         }
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
     }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    return _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(acc_m);
+    return _mm512_reduce_add_ps(acc) - hsum(acc_m);
 }
 
 float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {

@@ -53,11 +53,14 @@ inline ggml_half f2h(float f) {
     return (ggml_half)_mm_extract_epi16(f32x8_to_f16(_mm256_set1_ps(f)), 0);
 }
 
-inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+inline float hsum(__m128 s) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+inline float hsum(__m256 v) {
+    return hsum(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
 }
 
 inline double hsum(__m256d v) {
@@ -140,39 +143,36 @@ inline __m256i load256(const void *p) {
 
 // ---------------------------------------------------------------- activation converters
 
+// 32 floats as Q8_0/Q8_1 codes, d = amax / 127 (before its f16 rounding) to *d.
+inline __m256i q8_block(const float *x, float *d) {
+    const __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+    const __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+    const float amax = hmax(_mm256_max_ps(_mm256_max_ps(abs_no_nan(v0), abs_no_nan(v1)),
+                                          _mm256_max_ps(abs_no_nan(v2), abs_no_nan(v3))));
+    *d = amax / 127.f;
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
+    // (int8_t)nearest_int(v) is the low byte of v + 1.5·2^23.
+    return trunc_to_i8(magic_round(_mm256_mul_ps(v0, id)), magic_round(_mm256_mul_ps(v1, id)),
+                       magic_round(_mm256_mul_ps(v2, id)), magic_round(_mm256_mul_ps(v3, id)));
+}
+
 void to_q8_0(const float *x, void *vy, int64_t n) {
     auto *y = static_cast<block_q8_0 *>(vy);
     for (int64_t i = 0; i < n / QK8_0; ++i, x += QK8_0) {
-        const __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
-        const __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
-        const float amax = hmax(_mm256_max_ps(_mm256_max_ps(abs_no_nan(v0), abs_no_nan(v1)),
-                                              _mm256_max_ps(abs_no_nan(v2), abs_no_nan(v3))));
-        const float d = amax / 127.f;
-        const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
-        // (int8_t)nearest_int(v) is the low byte of v + 1.5·2^23.
-        const __m256i q =
-            trunc_to_i8(magic_round(_mm256_mul_ps(v0, id)), magic_round(_mm256_mul_ps(v1, id)),
-                        magic_round(_mm256_mul_ps(v2, id)), magic_round(_mm256_mul_ps(v3, id)));
+        float d;
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(y[i].qs), q8_block(x, &d));
         y[i].d = f2h(d);
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(y[i].qs), q);
     }
 }
 
 void to_q8_1(const float *x, void *vy, int64_t n) {
     auto *y = static_cast<block_q8_1 *>(vy);
     for (int64_t i = 0; i < n / QK8_1; ++i, x += QK8_1) {
-        const __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
-        const __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
-        const float amax = hmax(_mm256_max_ps(_mm256_max_ps(abs_no_nan(v0), abs_no_nan(v1)),
-                                              _mm256_max_ps(abs_no_nan(v2), abs_no_nan(v3))));
-        const float d = amax / 127.f;
-        const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
-        const __m256i q =
-            trunc_to_i8(magic_round(_mm256_mul_ps(v0, id)), magic_round(_mm256_mul_ps(v1, id)),
-                        magic_round(_mm256_mul_ps(v2, id)), magic_round(_mm256_mul_ps(v3, id)));
+        float d;
+        const __m256i q = q8_block(x, &d);
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(y[i].qs), q);
         y[i].d = f2h(d);
-        y[i].s = f2h((float)sum_i8(q) * d);
+        y[i].s = f2h((float)sum_i8(q) * d);  // s from d before its f16 rounding, as the spec
     }
 }
 
