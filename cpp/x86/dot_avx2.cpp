@@ -176,8 +176,11 @@ inline __m256i scale_bcast(__m256i sc, int a) {
     return scale_pair(sc, a, a);
 }
 
-float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q4_K *>(vw);
+// Q4_K and Q5_K (which adds a fifth bit per element from qh).
+template <class Block>
+float dot_q45_K(int64_t n, const void *vw, const void *vx) {
+    constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
+    const auto *w = static_cast<const Block *>(vw);
     const auto *x = static_cast<const block_q8_K *>(vx);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc = _mm256_setzero_ps();
@@ -192,11 +195,20 @@ float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
             _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));  // 8 scales per lane
         const uint8_t *q = w[ib].qs;
         const int8_t *a = x[ib].qs;
+        __m256i hb = _mm256_setzero_si256();  // bit 2j: sub-block 2j, bit 2j+1: sub-block 2j+1
+        if constexpr (kQ5) hb = load256(w[ib].qh);
         __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
         for (int j = 0; j < QK_K / 64; ++j, q += 32, a += 64) {
             const __m256i bits = load256(q);
-            const __m256i lo = _mm256_and_si256(bits, m4);
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            __m256i lo = _mm256_and_si256(bits, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            if constexpr (kQ5) {
+                lo = _mm256_or_si256(
+                    lo, _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(1)), 4));
+                hi = _mm256_or_si256(
+                    hi, _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(2)), 3));
+                hb = _mm256_srli_epi16(hb, 2);
+            }
             const __m256i plo = _mm256_maddubs_epi16(lo, load256(a));
             const __m256i phi = _mm256_maddubs_epi16(hi, load256(a + 32));
             s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(scale_bcast(sc, 2 * j), plo));
@@ -207,40 +219,11 @@ float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
     return hsum(acc) - hsum(acc_m);
 }
 
+float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
+    return dot_q45_K<block_q4_K>(n, vw, vx);
+}
 float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q5_K *>(vw);
-    const auto *x = static_cast<const block_q8_K *>(vx);
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i one = _mm256_set1_epi8(1), two = _mm256_set1_epi8(2);
-    __m256 acc = _mm256_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
-    for (int64_t ib = 0; ib < n / QK_K; ++ib) {
-        const float d = x[ib].d * h2f(w[ib].d);
-        const float dmin = x[ib].d * h2f(w[ib].dmin);
-        const __m256i sm = k4_scales_mins(w[ib].scales);
-        acc_m =
-            _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_sums(sm, x[ib].bsums)), acc_m);
-        const __m256i sc =
-            _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));  // 8 scales per lane
-        const uint8_t *q = w[ib].qs;
-        const int8_t *a = x[ib].qs;
-        __m256i hb = load256(w[ib].qh);  // bit 2j: sub-block 2j, bit 2j+1: sub-block 2j+1
-        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-        for (int j = 0; j < QK_K / 64; ++j, q += 32, a += 64) {
-            const __m256i bits = load256(q);
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4),
-                                               _mm256_slli_epi16(_mm256_and_si256(hb, one), 4));
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
-                                               _mm256_slli_epi16(_mm256_and_si256(hb, two), 3));
-            hb = _mm256_srli_epi16(hb, 2);
-            const __m256i plo = _mm256_maddubs_epi16(lo, load256(a));
-            const __m256i phi = _mm256_maddubs_epi16(hi, load256(a + 32));
-            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(scale_bcast(sc, 2 * j), plo));
-            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(scale_bcast(sc, 2 * j + 1), phi));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc);
-    }
-    return hsum(acc) - hsum(acc_m);
+    return dot_q45_K<block_q5_K>(n, vw, vx);
 }
 
 // Q6_K: q in [0, 63] is used unsigned; the -32 offset is Σ_s sc_s·32·bsums_s, from the
