@@ -13,14 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gguf import GGMLQuantizationType as T
 
 from phirt import _kernels as K
 from phirt.errors import FormatError, UnsupportedError
-
-# GGML types the engine can multiply with (phirt._kernels.matmul).
-MATMUL_TYPES = frozenset({T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0,
-                          T.Q4_K, T.Q5_K, T.Q6_K})  # fmt: skip
+from phirt.formats.gguf import SUPPORTED_TYPES
 
 
 @dataclass
@@ -166,7 +162,7 @@ def load_weights(gguf: Any, specs: list[TensorSpec], cfg: DecoderConfig) -> Weig
 def _wrap(gguf: Any, t: Any) -> Any:
     if len(t.shape) == 1:
         return np.ascontiguousarray(t.to_float32(), dtype=np.float32)
-    if t.ggml_type not in MATMUL_TYPES:
+    if t.ggml_type not in SUPPORTED_TYPES:
         raise UnsupportedError(
             f"tensor '{t.name}' uses quant type {t.type_name}, which phirt does not support",
             gguf.path,
