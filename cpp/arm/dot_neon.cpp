@@ -319,33 +319,18 @@ int32_t mins_dot_bsums(const uint8_t mn[8], const int16_t bsums[QK_K / 16]) {
         vmlal_high_s16(vmull_s16(vget_low_s16(pairs), vget_low_s16(mins)), pairs, mins));
 }
 
-float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q4_K *>(vw);
-    const auto *x = static_cast<const block_q8_K *>(vx);
-    float sum = 0.0f;
-    for (int64_t ib = 0; ib < n / QK_K; ++ib) {
-        uint8_t sc[8], mn[8];
-        unpack_scales_mins(w[ib].scales, sc, mn);
-        const int32_t summ = mins_dot_bsums(mn, x[ib].bsums);
-        const uint8_t *q = w[ib].qs;
-        const int8_t *a = x[ib].qs;
-        int32x4_t acc = vdupq_n_s32(0);
-        for (int j = 0; j < QK_K / 64; ++j, q += 32, a += 64) {
-            const uint8x16_t q0 = vld1q_u8(q), q1 = vld1q_u8(q + 16);
-            acc = vmlaq_n_s32(acc, dot32(low_nibbles(q0), low_nibbles(q1), a), sc[2 * j]);
-            acc =
-                vmlaq_n_s32(acc, dot32(high_nibbles(q0), high_nibbles(q1), a + 32), sc[2 * j + 1]);
-        }
-        const int32_t sumi = vaddvq_s32(acc);
-        sum += x[ib].d * (half_to_float(w[ib].d) * sumi - half_to_float(w[ib].dmin) * summ);
-    }
-    return sum;
+// Bit 4 - kShift of each byte of h as bit 4 (Q5_K's fifth bit), as signed bytes.
+template <int kShift>
+int8x16_t fifth_bit(uint8x16_t h) {
+    return vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h, kShift), vdupq_n_u8(0x10)));
 }
 
-float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q5_K *>(vw);
+// Q4_K and Q5_K (which adds a fifth bit per element from qh).
+template <class Block>
+float dot_q45_K(int64_t n, const void *vw, const void *vx) {
+    constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
+    const auto *w = static_cast<const Block *>(vw);
     const auto *x = static_cast<const block_q8_K *>(vx);
-    const uint8x16_t bit4 = vdupq_n_u8(0x10);
     float sum = 0.0f;
     for (int64_t ib = 0; ib < n / QK_K; ++ib) {
         uint8_t sc[8], mn[8];
@@ -354,27 +339,32 @@ float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
         const uint8_t *q = w[ib].qs;
         const int8_t *a = x[ib].qs;
         // qh bit 2j (2j+1) is the fifth bit of sub-block 2j (2j+1); shifted down two bits per pair.
-        uint8x16_t h0 = vld1q_u8(w[ib].qh), h1 = vld1q_u8(w[ib].qh + 16);
+        uint8x16_t h0 = vdupq_n_u8(0), h1 = h0;
+        if constexpr (kQ5) h0 = vld1q_u8(w[ib].qh), h1 = vld1q_u8(w[ib].qh + 16);
         int32x4_t acc = vdupq_n_s32(0);
         for (int j = 0; j < QK_K / 64; ++j, q += 32, a += 64) {
             const uint8x16_t q0 = vld1q_u8(q), q1 = vld1q_u8(q + 16);
-            const int8x16_t l0 =
-                vorrq_s8(low_nibbles(q0), vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h0, 4), bit4)));
-            const int8x16_t l1 =
-                vorrq_s8(low_nibbles(q1), vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h1, 4), bit4)));
-            const int8x16_t u0 =
-                vorrq_s8(high_nibbles(q0), vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h0, 3), bit4)));
-            const int8x16_t u1 =
-                vorrq_s8(high_nibbles(q1), vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h1, 3), bit4)));
+            int8x16_t l0 = low_nibbles(q0), l1 = low_nibbles(q1);
+            int8x16_t u0 = high_nibbles(q0), u1 = high_nibbles(q1);
+            if constexpr (kQ5) {
+                l0 = vorrq_s8(l0, fifth_bit<4>(h0)), l1 = vorrq_s8(l1, fifth_bit<4>(h1));
+                u0 = vorrq_s8(u0, fifth_bit<3>(h0)), u1 = vorrq_s8(u1, fifth_bit<3>(h1));
+                h0 = vshrq_n_u8(h0, 2), h1 = vshrq_n_u8(h1, 2);
+            }
             acc = vmlaq_n_s32(acc, dot32(l0, l1, a), sc[2 * j]);
             acc = vmlaq_n_s32(acc, dot32(u0, u1, a + 32), sc[2 * j + 1]);
-            h0 = vshrq_n_u8(h0, 2);
-            h1 = vshrq_n_u8(h1, 2);
         }
         const int32_t sumi = vaddvq_s32(acc);
         sum += x[ib].d * (half_to_float(w[ib].d) * sumi - half_to_float(w[ib].dmin) * summ);
     }
     return sum;
+}
+
+float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
+    return dot_q45_K<block_q4_K>(n, vw, vx);
+}
+float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
+    return dot_q45_K<block_q5_K>(n, vw, vx);
 }
 
 // Four groups of 16 (q with a) reduced to one int32 lane per group.
