@@ -12,6 +12,7 @@
 
 #include "dispatch.h"
 #include "matmul.h"
+#include "nbits.h"
 #include "ops.h"
 #include "quants.h"
 #include "threadpool.h"
@@ -91,6 +92,15 @@ const TypeTraits &traits_or_throw(int type) {
     return *t;
 }
 
+// Bytes of one row of k values of type t, or a ValueError naming the block size.
+int64_t row_bytes_or_throw(const TypeTraits &t, int64_t k) {
+    const int64_t rb = row_bytes(t, k);
+    if (rb < 0)
+        throw py::value_error(std::string(t.name) + " needs k to be a positive multiple of " +
+                              std::to_string(t.block_size) + ", got k=" + std::to_string(k));
+    return rb;
+}
+
 // Output array: the caller's (checked) or a new one.
 py::array_t<float> out_or_new(const py::object &out, std::initializer_list<py::ssize_t> dims) {
     if (out.is_none()) return py::array_t<float>(std::vector<py::ssize_t>(dims));
@@ -168,11 +178,8 @@ py::array_t<uint8_t> quantize_py(int type, const py::object &x_obj) {
     auto x = checked<float>(x_obj, "x", -1);
     if (x.ndim() < 1) throw py::value_error("x must have at least one dimension");
     const int64_t k = x.shape(x.ndim() - 1);
-    const int64_t rb = row_bytes(t, k);
-    if (rb < 0)
-        throw py::value_error(std::string(t.name) + " needs rows that are a multiple of " +
-                              std::to_string(t.block_size) + " values, got " + std::to_string(k));
-    const int64_t rows = k == 0 ? 0 : x.size() / k;
+    const int64_t rb = row_bytes_or_throw(t, k);
+    const int64_t rows = x.size() / k;
     std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
     shape.back() = rb;
     py::array_t<uint8_t> out(shape);
@@ -195,10 +202,7 @@ py::array_t<uint8_t> quantize_py(int type, const py::object &x_obj) {
 py::array_t<float> dequantize_py(int type, const py::object &data_obj, int64_t k) {
     const TypeTraits &t = traits_or_throw(type);
     auto data = checked<uint8_t>(data_obj, "data", -1);
-    const int64_t rb = row_bytes(t, k);
-    if (rb <= 0)
-        throw py::value_error(std::string(t.name) + " needs k to be a positive multiple of " +
-                              std::to_string(t.block_size) + ", got " + std::to_string(k));
+    const int64_t rb = row_bytes_or_throw(t, k);
     const int64_t nbytes = data.size();
     if (nbytes % rb != 0)
         throw py::value_error("data holds " + std::to_string(nbytes) +
@@ -362,14 +366,9 @@ py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj
     return out;
 }
 
-}  // namespace
-
 // ---- ONNX MatMulNBits ------------------------------------------------------------------------
 // com.microsoft MatMulNBits (bits = 4), repacked at load time; layout and numerics in nbits.h.
 // Every ONNX size is checked against (N, K, block_size) before a byte is read.
-#include "nbits.h"
-
-namespace {
 
 // A 1-D (rows * cols,) or 2-D (rows, cols) array: ORT exports use both for scales, zero points.
 void expect_rows_cols(const py::array &a, const char *what, int64_t rows, int64_t cols) {
@@ -480,7 +479,6 @@ void bind_nbits(py::module_ &mod) {
 }
 
 }  // namespace
-// ---- end ONNX MatMulNBits --------------------------------------------------------------------
 
 PYBIND11_MODULE(_kernels, mod) {
     mod.doc() = "phirt's SIMD quantized kernels (GGML block formats)";
@@ -502,15 +500,7 @@ PYBIND11_MODULE(_kernels, mod) {
             "dequantize rows of k values to float32 (rows, k)");
     mod.def(
         "row_bytes",
-        [](int type, int64_t k) {
-            const TypeTraits &t = traits_or_throw(type);
-            const int64_t rb = row_bytes(t, k);
-            if (rb < 0)
-                throw py::value_error(std::string(t.name) +
-                                      " needs k to be a positive multiple of " +
-                                      std::to_string(t.block_size));
-            return rb;
-        },
+        [](int type, int64_t k) { return row_bytes_or_throw(traits_or_throw(type), k); },
         py::arg("type"), py::arg("k"));
     mod.def("rms_norm", &rms_norm_py, py::arg("x"), py::arg("weight"), py::arg("eps"),
             py::arg("out") = py::none());
