@@ -3,7 +3,7 @@
 // Decode is bandwidth-bound: rows of W are split into contiguous chunks so each thread streams its
 // own part once. Prefill is compute-bound: where the ISA has a packed GEMM (gemm.h) each task
 // unpacks a panel of 16 weight rows once and runs every activation row over it; elsewhere work is
-// tiled as (block of W rows) × (block of X rows) of one-row dot products.
+// tiled as (block of W rows) × (block of X rows) of one-row dot products (one_row_dot_blocks).
 #include "matmul.h"
 
 #include <algorithm>
@@ -80,11 +80,6 @@ struct PanelScratch {
 };
 thread_local PanelScratch t_panel;
 
-// GEMM tile: kColsPerTile activation rows stay in L2 while kRowsPerTile weight rows pass over them,
-// one weight row (L1-resident) against every activation row of the tile.
-constexpr int64_t kRowsPerTile = 32;
-constexpr int64_t kMinParallelBytes = 64 * 1024;  // GEMV smaller than this runs on the caller
-constexpr int64_t kColsPerTile = 32;
 // Below this many activation rows unpacking a panel costs more than it saves. Packed / one-row-dot
 // time, AVX-512, 3072x3072 and 8192x3072 Q4_0 and Q4_K, warm and cold weights, 1-2 threads:
 // m=3 1.04-1.51, m=4 0.89-1.06, m=5 0.75-1.00, m=8 0.54-0.76.
@@ -199,7 +194,6 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
     ActFormat f;
     act_format(kern, w.type, &f);  // validated by the caller
     ThreadPool &pool = global_pool();
-    const int n_threads = pool.size();
 
     // 1. Activations into the dot format (F32 weights use x as it is).
     const uint8_t *act = reinterpret_cast<const uint8_t *>(x);
@@ -216,42 +210,23 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
     }
 
     // 2. Dot products.
-    const int64_t n = w.n;
     if (uses_packed_gemm(kern, w.type, m)) {
         matmul_packed(kern, w, act, act_row_bytes, f.block_bytes, m, y);
         return;
     }
-    if (m == 1) {
-        // Contiguous chunks, a few per thread so a slow thread does not hold up the rest. A small
-        // matrix is not worth waking the workers for.
-        const bool small = w.n * w.row_bytes < kMinParallelBytes;
-        const bool prefetch = f.block_size == QK_K;
-        const int64_t n_chunks = small ? 1 : std::min<int64_t>(n, (int64_t)n_threads * 4);
-        const int64_t chunk = (n + n_chunks - 1) / n_chunks;
-        pool.run(n_chunks, [&](int64_t c, int) {
-            const int64_t r0 = c * chunk, r1 = std::min(n, r0 + chunk);
-            for (int64_t r = r0; r < r1; ++r) {
-                // K-quant dots spend longer per byte and the hardware prefetcher falls behind:
-                // fetching the next row ahead lifted cold Q4_K GEMV from ~35 % to ~54 % of read
-                // bandwidth here, while it slowed Q4_0/Q8_0 (measured, benchmarks/kernels.py).
-                if (prefetch && r + 1 < r1)
-                    prefetch_row(w.data + (r + 1) * w.row_bytes, w.row_bytes);
-                y[r] = f.dot(w.k, w.data + r * w.row_bytes, act);
-            }
-        });
-        return;
-    }
-    const int64_t row_tiles = (n + kRowsPerTile - 1) / kRowsPerTile;
-    const int64_t col_tiles = (m + kColsPerTile - 1) / kColsPerTile;
-    pool.run(row_tiles * col_tiles, [&](int64_t t, int) {
-        const int64_t r0 = (t % row_tiles) * kRowsPerTile, r1 = std::min(n, r0 + kRowsPerTile);
-        const int64_t c0 = (t / row_tiles) * kColsPerTile, c1 = std::min(m, c0 + kColsPerTile);
+    // K-quant dots spend longer per byte and the hardware prefetcher falls behind in decode:
+    // fetching the next row ahead lifted cold Q4_K GEMV from ~35 % to ~54 % of read bandwidth
+    // here, while it slowed Q4_0/Q8_0 (measured, benchmarks/kernels.py).
+    const bool prefetch = m == 1 && f.block_size == QK_K;
+    auto dots = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         for (int64_t r = r0; r < r1; ++r) {
             const uint8_t *wr = w.data + r * w.row_bytes;
+            if (prefetch && r + 1 < r1) prefetch_row(wr + w.row_bytes, w.row_bytes);
             for (int64_t c = c0; c < c1; ++c)
-                y[c * n + r] = f.dot(w.k, wr, act + c * act_row_bytes);
+                y[c * w.n + r] = f.dot(w.k, wr, act + c * act_row_bytes);
         }
-    });
+    };
+    one_row_dot_blocks(w.n, m, w.n * w.row_bytes, dots);
 }
 
 void get_rows(const WeightView &w, const int32_t *ids, int64_t t, float *out) {

@@ -4,11 +4,13 @@
 // accumulated in float32, as ggml does.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "dot.h"
+#include "threadpool.h"
 
 namespace phirt {
 
@@ -36,5 +38,32 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y);
 
 // out (t × k) = dequantized rows ids[0..t) of w; ids must be in [0, n) (checked by the caller).
 void get_rows(const WeightView &w, const int32_t *ids, int64_t t, float *out);
+
+// The schedule matmul and nbits_matmul share for one-row dot products y[c·n + r] (weight rows
+// r < n, activation rows c < m): block(r0, r1, c0, c1) is called on the global pool for blocks
+// that cover every (r, c) once. Decode (m = 1) is bandwidth-bound: contiguous row chunks, a few
+// per thread so a slow thread does not hold up the rest, all on the caller when the matrix
+// (matrix_bytes) is too small to be worth waking the workers. Prefill takes tiles of 32 weight
+// rows × 32 activation rows: a tile's activations stay in L2 while each weight row (L1) meets them.
+template <class Block>
+void one_row_dot_blocks(int64_t n, int64_t m, int64_t matrix_bytes, Block block) {
+    constexpr int64_t kMinParallelBytes = 64 * 1024, kTileRows = 32, kTileCols = 32;
+    ThreadPool &pool = global_pool();
+    if (m == 1) {
+        const int64_t n_chunks =
+            matrix_bytes < kMinParallelBytes ? 1 : std::min<int64_t>(n, (int64_t)pool.size() * 4);
+        const int64_t chunk = (n + n_chunks - 1) / n_chunks;
+        pool.run(n_chunks, [&](int64_t i, int) {
+            block(i * chunk, std::min(n, (i + 1) * chunk), int64_t(0), int64_t(1));
+        });
+        return;
+    }
+    const int64_t row_tiles = (n + kTileRows - 1) / kTileRows;
+    const int64_t col_tiles = (m + kTileCols - 1) / kTileCols;
+    pool.run(row_tiles * col_tiles, [&](int64_t t, int) {
+        const int64_t r0 = t % row_tiles * kTileRows, c0 = t / row_tiles * kTileCols;
+        block(r0, std::min(n, r0 + kTileRows), c0, std::min(m, c0 + kTileCols));
+    });
+}
 
 }  // namespace phirt

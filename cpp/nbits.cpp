@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "matmul.h"
 #include "threadpool.h"
 
 namespace phirt {
@@ -22,10 +23,6 @@ float load_f32(const uint8_t *p) {
     std::memcpy(&f, p, sizeof(f));
     return f;
 }
-
-// GEMM tile, as matmul.cpp: a block of weight rows passes over a block of activation rows.
-constexpr int64_t kRowsPerTile = 32;
-constexpr int64_t kColsPerTile = 32;
 
 // Converted activations of the calling thread; zero-padded row copies of each worker.
 thread_local std::vector<block_q8_0> t_act;
@@ -164,7 +161,6 @@ void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y) {
     const DotKernels &kern = active_kernels();
     const NBitsDotFn dot = kern.nbits4_q8_0;
     ThreadPool &pool = global_pool();
-    const int n_threads = pool.size();
 
     // 1. Activations to Q8_0, each row zero-padded to kq (zeros do not change a block's amax).
     const int64_t act_blocks = s.kq / QK8_0;
@@ -184,26 +180,11 @@ void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y) {
         kern.to_q8_0(pad.data(), xq + r * act_blocks, kq);
     });
 
-    // 2. Dot products: contiguous row chunks for decode, (W rows × X rows) tiles for prefill.
-    const int64_t n = s.n;
-    const uint8_t *data = w.data();
-    if (m == 1) {
-        const int64_t n_chunks = std::min<int64_t>(n, (int64_t)n_threads * 4);
-        const int64_t chunk = (n + n_chunks - 1) / n_chunks;
-        pool.run(n_chunks, [&](int64_t c, int) {
-            const int64_t r0 = c * chunk, r1 = std::min(n, r0 + chunk);
-            for (int64_t r = r0; r < r1; ++r) y[r] = dot(s, data + r * s.row_bytes, xq);
-        });
-        return;
-    }
-    const int64_t row_tiles = (n + kRowsPerTile - 1) / kRowsPerTile;
-    const int64_t col_tiles = (m + kColsPerTile - 1) / kColsPerTile;
-    pool.run(row_tiles * col_tiles, [&](int64_t t, int) {
-        const int64_t r0 = (t % row_tiles) * kRowsPerTile, r1 = std::min(n, r0 + kRowsPerTile);
-        const int64_t c0 = (t / row_tiles) * kColsPerTile, c1 = std::min(m, c0 + kColsPerTile);
+    // 2. Dot products, scheduled as matmul's.
+    one_row_dot_blocks(s.n, m, w.nbytes(), [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         for (int64_t r = r0; r < r1; ++r) {
-            const uint8_t *wr = data + r * s.row_bytes;
-            for (int64_t c = c0; c < c1; ++c) y[c * n + r] = dot(s, wr, xq + c * act_blocks);
+            const uint8_t *wr = w.data() + r * s.row_bytes;
+            for (int64_t c = c0; c < c1; ++c) y[c * s.n + r] = dot(s, wr, xq + c * act_blocks);
         }
     });
 }
