@@ -24,8 +24,10 @@ using AxpyF16Fn = void (*)(int64_t n, float a, const ggml_half *x, float *y);
 // scores[j] = scale · Σ_d k[j][d]·q[d], with q holding f16-representable values;
 using AttnScoresFn = void (*)(int64_t hd, int64_t n, const ggml_half *k, const float *q,
                               float scale, float *scores);
-// o[d] += p[j]·v[j][d] for j = 0..n-1 in order, each product rounded before its add (as axpy_f16).
-using AttnValuesFn = void (*)(int64_t hd, int64_t n, const float *p, const ggml_half *v, float *o);
+// o[d] += p[j]·v[j][d] for j = 0..n-1 in order with f16 weights p, each product rounded before
+// its add (as axpy_f16).
+using AttnValuesFn = void (*)(int64_t hd, int64_t n, const ggml_half *p, const ggml_half *v,
+                              float *o);
 // s[j] = exp(s[j] - max) for j < n; returns Σ s[j] (softmax numerators and denominator).
 using ExpSumFn = double (*)(int64_t n, float max, float *s);
 

@@ -139,6 +139,7 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
         thread_local std::vector<float> scores;
         thread_local std::vector<ggml_half> q16;
         thread_local std::vector<float> q32;
+        thread_local std::vector<ggml_half> p16;
         const int64_t i = task / n_head, h = task % n_head, kvh = h / group;
         const int64_t p = pos0 + i;
         const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
@@ -168,16 +169,18 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
                 sum += (double)e;
             }
         }
+        // Softmax weights rounded to f16 for ·V (ggml's f16 V product) by the ISA's converter.
         const float inv = (float)(1.0 / sum);
+        for (int64_t j = 0; j < n_keys; ++j) scores[j] *= inv;
+        if ((int64_t)p16.size() < n_keys) p16.resize(n_keys);
+        kern.to_f16(scores.data(), p16.data(), n_keys);
         float *o = out + task * hd;
         std::fill(o, o + hd, 0.0f);
-        for (int64_t j = 0; j < n_keys; ++j)
-            scores[j] = fp16_to_fp32(fp32_to_fp16(scores[j] * inv));
         if (kern.attn_values != nullptr) {
-            kern.attn_values(hd, n_keys, scores.data(), vh + lo * hd, o);
+            kern.attn_values(hd, n_keys, p16.data(), vh + lo * hd, o);
         } else {
             for (int64_t j = 0; j < n_keys; ++j)
-                kern.axpy_f16(hd, scores[j], vh + (lo + j) * hd, o);
+                kern.axpy_f16(hd, fp16_to_fp32(p16[j]), vh + (lo + j) * hd, o);
         }
     });
 }

@@ -491,13 +491,13 @@ void attn_scores(int64_t hd, int64_t n, const ggml_half *k, const float *q, floa
 
 // NC chunks of 16 of o stay in registers while every value row passes; mul then add, as the spec.
 template <int NC>
-void attn_values_block(int64_t hd, int64_t n, const float *p, const ggml_half *v, float *o,
+void attn_values_block(int64_t hd, int64_t n, const ggml_half *p, const ggml_half *v, float *o,
                        __mmask16 last) {
     __m512 acc[NC];
     for (int c = 0; c < NC; ++c)
         acc[c] = _mm512_maskz_loadu_ps(c + 1 == NC ? last : (__mmask16)0xFFFF, o + c * 16);
     for (int64_t j = 0; j < n; ++j) {
-        const __m512 pj = _mm512_set1_ps(p[j]);
+        const __m512 pj = _mm512_set1_ps(h2f(p[j]));
         for (int c = 0; c < NC; ++c) {
             const __m512 x = load_f16(v + j * hd + c * 16, c + 1 == NC ? last : (__mmask16)0xFFFF);
             acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(pj, x));
@@ -507,7 +507,7 @@ void attn_values_block(int64_t hd, int64_t n, const float *p, const ggml_half *v
         _mm512_mask_storeu_ps(o + c * 16, c + 1 == NC ? last : (__mmask16)0xFFFF, acc[c]);
 }
 
-void attn_values(int64_t hd, int64_t n, const float *p, const ggml_half *v, float *o) {
+void attn_values(int64_t hd, int64_t n, const ggml_half *p, const ggml_half *v, float *o) {
     // Blocks of up to 8 chunks (128 elements); v rows stay hd apart.
     for (int64_t d0 = 0; d0 < hd; d0 += 128) {
         const int64_t width = hd - d0 < 128 ? hd - d0 : 128;
