@@ -200,9 +200,7 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
     int64_t act_row_bytes = w.k * (int64_t)sizeof(float);
     if (f.convert != nullptr) {
         act_row_bytes = w.k / f.block_size * f.block_bytes;
-        auto &scratch = t_act_scratch;
-        if ((int64_t)scratch.size() < act_row_bytes * m) scratch.resize(act_row_bytes * m);
-        uint8_t *dst = scratch.data();
+        uint8_t *dst = grown(t_act_scratch, act_row_bytes * m);
         const int64_t k = w.k;
         pool.run(m,
                  [&](int64_t row, int) { f.convert(x + row * k, dst + row * act_row_bytes, k); });
