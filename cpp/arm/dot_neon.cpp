@@ -1,5 +1,5 @@
 // NEON (+dotprod) twin of dot_ref.cpp: the same kernels on 16-byte vectors, integer block sums by
-// SDOT (vdotq_s32). Compiled with -march=armv8.2-a+dotprod+fp16 (sources.cmake) and selected only
+// SDOT (vdotq_s32). Compiled with -march=armv8.2-a+dotprod (sources.cmake) and selected only
 // when the CPU reports ASIMDDP. The activation converters write the scalar bytes and integer sums
 // are exact, so results differ from dot_ref.cpp only in float summation order.
 //
