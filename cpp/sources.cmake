@@ -20,15 +20,12 @@ set(PHIRT_DEFINITIONS "")
 set_source_files_properties(${PHIRT_REFERENCE_SOURCES} PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
-    set(_avx2 ${PHIRT_CPP_DIR}/x86/dot_avx2.cpp)
+    set(_avx2 ${PHIRT_CPP_DIR}/x86/dot_avx2.cpp ${PHIRT_CPP_DIR}/x86/nbits_avx2.cpp)
     set(_avx512 ${PHIRT_CPP_DIR}/x86/dot_avx512.cpp ${PHIRT_CPP_DIR}/x86/gemm_avx512.cpp)
     set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
         "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni")
     list(APPEND PHIRT_SOURCES ${_avx2} ${_avx512})
-    set(_nbits_avx2 ${PHIRT_CPP_DIR}/x86/nbits_avx2.cpp)  # ONNX MatMulNBits dot, AVX2 twin
-    set_source_files_properties(${_nbits_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
-    list(APPEND PHIRT_SOURCES ${_nbits_avx2})
     list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_X86_SIMD)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
     set(_neon ${PHIRT_CPP_DIR}/arm/dot_neon.cpp)
