@@ -51,7 +51,8 @@ void rope(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_
           bool neox) {
     // Angles advance by repeated multiplication, exactly as ggml_rope_cache_init does.
     const float theta_scale = std::pow(freq_base, -2.0f / (float)n_rot);
-    std::vector<float> cos_sin(n_rot);
+    thread_local std::vector<float> cos_sin;  // decode calls this per layer: no allocation
+    if ((int64_t)cos_sin.size() < n_rot) cos_sin.resize(n_rot);
     for (int64_t r = 0; r < m; ++r) {
         float theta = (float)pos[r];
         for (int64_t i0 = 0; i0 < n_rot; i0 += 2) {
