@@ -13,6 +13,12 @@ namespace phirt {
 // Dot product of n elements: weight row `w` (its own block format) with activation row `x`
 // (already converted to the weight type's activation format).
 using VecDotFn = float (*)(int64_t n, const void *w, const void *x);
+// Dots of nr consecutive weight rows (row w + r·row_bytes, 1 <= nr <= kMaxDotRows) with one
+// activation row: y[r] = the same ISA's VecDotFn on that row, bit for bit. Decode's GEMV runs on
+// these: the activation side of the work (loads, scales, offset sums) is shared by the rows.
+constexpr int kMaxDotRows = 4;
+using VecDotRowsFn = void (*)(int64_t n, const void *w, int64_t row_bytes, int nr, const void *x,
+                              float *y);
 // Convert n floats to an activation format (n a multiple of its block size).
 using ConvertFn = void (*)(const float *x, void *y, int64_t n);
 // Dot of one repacked ONNX MatMulNBits 4-bit row (layout in nbits.h) with kq/32 Q8_0 blocks.
@@ -58,6 +64,8 @@ struct DotKernels {
     AttnScoresFn attn_scores;
     AttnValuesFn attn_values;
     ExpSumFn exp_sum;  // nullptr: std::exp per element
+    // Multi-row dots; nullptr: matmul runs the one-row dot per row.
+    VecDotRowsFn q4_0_q8_0_rows;
 };
 
 // The scalar reference table (always available).

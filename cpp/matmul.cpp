@@ -23,12 +23,13 @@ struct ActFormat {
     VecDotFn dot;
     int block_size;
     int block_bytes;
+    VecDotRowsFn dot_rows = nullptr;  // kern's multi-row twin of dot, if it has one
 };
 
 bool act_format(const DotKernels &kern, int type, ActFormat *f) {
     switch ((GgmlType)type) {
         case GgmlType::Q4_0:
-            *f = {kern.to_q8_0, kern.q4_0_q8_0, QK8_0, sizeof(block_q8_0)};
+            *f = {kern.to_q8_0, kern.q4_0_q8_0, QK8_0, sizeof(block_q8_0), kern.q4_0_q8_0_rows};
             return true;
         case GgmlType::Q5_0:
             *f = {kern.to_q8_0, kern.q5_0_q8_0, QK8_0, sizeof(block_q8_0)};
@@ -217,6 +218,18 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
     // here, while it slowed Q4_0/Q8_0 (measured, benchmarks/kernels.py).
     const bool prefetch = m == 1 && f.block_size == QK_K;
     auto dots = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        if (f.dot_rows != nullptr) {  // the kernel prefetches on its own
+            float out[kMaxDotRows];
+            for (int64_t r = r0; r < r1; r += kMaxDotRows) {
+                const int nr = (int)std::min<int64_t>(kMaxDotRows, r1 - r);
+                for (int64_t c = c0; c < c1; ++c) {
+                    f.dot_rows(w.k, w.data + r * w.row_bytes, w.row_bytes, nr,
+                               act + c * act_row_bytes, out);
+                    std::copy(out, out + nr, y + c * w.n + r);
+                }
+            }
+            return;
+        }
         for (int64_t r = r0; r < r1; ++r) {
             const uint8_t *wr = w.data + r * w.row_bytes;
             if (prefetch && r + 1 < r1) prefetch_row(wr + w.row_bytes, w.row_bytes);

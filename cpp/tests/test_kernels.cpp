@@ -191,14 +191,15 @@ struct DotCase {
     const char *name;
     GgmlType wtype;
     VecDotFn DotKernels::*dot;
-    ConvertFn DotKernels::*convert;  // nullptr: F32 activations are used as they are
-    int block;                       // elements per activation block
-    int act_bytes;                   // bytes per activation block
+    ConvertFn DotKernels::*convert;            // nullptr: F32 activations are used as they are
+    int block;                                 // elements per activation block
+    int act_bytes;                             // bytes per activation block
+    VecDotRowsFn DotKernels::*rows = nullptr;  // the multi-row twin of dot, where there is one
 };
 
 const DotCase kDotCases[] = {
     {"q4_0_q8_0", GgmlType::Q4_0, &DotKernels::q4_0_q8_0, &DotKernels::to_q8_0, QK8_0,
-     sizeof(block_q8_0)},
+     sizeof(block_q8_0), &DotKernels::q4_0_q8_0_rows},
     {"q4_1_q8_1", GgmlType::Q4_1, &DotKernels::q4_1_q8_1, &DotKernels::to_q8_1, QK8_1,
      sizeof(block_q8_1)},
     {"q5_0_q8_0", GgmlType::Q5_0, &DotKernels::q5_0_q8_0, &DotKernels::to_q8_0, QK8_0,
@@ -705,6 +706,41 @@ void test_dots(const std::string &isa, const DotKernels &K, const DotKernels &S)
     }
 }
 
+// Each output of a multi-row dot is the ISA's one-row dot of that row, bit for bit (so everything
+// test_dots holds for the one-row dot holds for it), for every row count, with rows further apart
+// than their bytes and row lengths that leave the kernels' tails in use.
+void test_dot_rows(const std::string &isa, const DotKernels &K, const DotKernels &S) {
+    for (const DotCase &c : kDotCases) {
+        if (c.rows == nullptr || K.*c.rows == nullptr) continue;
+        Section s("[" + isa + "] dot rows " + c.name + " == one-row dot");
+        const int64_t blk = traits(c.wtype).block_size;
+        for (int64_t n : {blk, 3 * blk, 16 * blk, 17 * blk, 32 * blk + 15 * blk}) {
+            const int64_t rb = row_bytes(traits(c.wtype), n), stride = rb + 40;
+            for (Source src : {kQuantized, kRandomBytes, kExtremeScales}) {
+                std::vector<uint8_t> w;
+                if (!make_weights(c.wtype, kMaxDotRows, n, src, kWide, &w)) continue;
+                std::vector<uint8_t> spaced(stride * kMaxDotRows, 0xA5);
+                for (int r = 0; r < kMaxDotRows; ++r)
+                    std::memcpy(spaced.data() + r * stride, w.data() + r * rb, rb);
+                for (Pattern apat : {kRandom, kWide, kLarge}) {
+                    const std::vector<uint8_t> act = convert_act(S, c, make_data(apat, n));
+                    for (int nr = 1; nr <= kMaxDotRows; ++nr) {
+                        float y[kMaxDotRows];
+                        (K.*c.rows)(n, spaced.data(), stride, nr, act.data(), y);
+                        for (int r = 0; r < nr; ++r) {
+                            const float one = (K.*c.dot)(n, w.data() + r * rb, act.data());
+                            check(std::memcmp(&one, &y[r], sizeof(float)) == 0,
+                                  fmt("%s n=%lld w=%s x=%s nr=%d row %d: %.9g, one-row dot %.9g",
+                                      c.name, (long long)n, kSourceNames[src], kPatternNames[apat],
+                                      nr, r, y[r], one));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 void test_axpy(const std::string &isa, const DotKernels &K, const DotKernels &S) {
     Section s("[" + isa + "] axpy_f16 ~ scalar");
     for (int64_t n : {1, 7, 8, 9, 64, 100, 1000}) {
@@ -1074,6 +1110,7 @@ int main() {
             check(isa == K.isa, fmt("set_isa(%s) activated %s", isa.c_str(), K.isa));
             test_converters(isa, K, S);
             test_dots(isa, K, S);
+            test_dot_rows(isa, K, S);
             test_axpy(isa, K, S);
             test_matmul(isa, K);
             test_packed_gemm(isa, K);
