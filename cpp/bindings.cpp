@@ -1,5 +1,6 @@
-// phirt._kernels: the only file that includes pybind11. Every entry point validates dtype, shape,
-// contiguity and buffer size before any kernel reads memory, and releases the GIL while it runs.
+// phirt._kernels' kernel entry points (bind_gguf.cpp adds the GGUF header helper). Every entry
+// point validates dtype, shape, contiguity and buffer size before any kernel reads memory, and
+// releases the GIL while it runs.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -19,6 +20,10 @@
 
 namespace py = pybind11;
 using namespace phirt;
+
+namespace phirt {
+void bind_gguf(py::module_ &mod);  // bind_gguf.cpp
+}
 
 namespace {
 
@@ -517,6 +522,7 @@ PYBIND11_MODULE(_kernels, mod) {
             py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
 
     bind_nbits(mod);  // ONNX MatMulNBits
+    bind_gguf(mod);   // GGUF string arrays
 
     mod.def("set_num_threads", &set_num_threads, py::arg("n"));
     mod.def("get_num_threads", &get_num_threads);

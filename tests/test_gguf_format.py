@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import struct
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,9 @@ from model_factory import (
     requires_llama_cpp,
 )
 from phirt.errors import FormatError, PhirtError, UnsupportedError
-from phirt.formats.gguf import SUPPORTED_TYPES, GGUFFile, type_name
+from phirt.formats.gguf import SUPPORTED_TYPES, GGUFFile, type_layout, type_name
+from phirt.formats.gguf import GGUFValueType as GGUFFileValueType
+from phirt.tokenizer import TokenType
 
 V = GGUFValueType
 Q = GGMLQuantizationType
@@ -252,6 +257,64 @@ def test_check_types(tmp_path: Path, models: ModelFactory) -> None:
         g.check_types(["nope"])
     assert {type_name(t) for t in SUPPORTED_TYPES} >= {"Q4_0", "Q8_0", "Q4_K", "Q6_K", "BF16"}
     assert type_name(4) == "type#4"
+
+
+def test_own_tables_match_gguf_py() -> None:
+    """The load path does not import gguf-py; the tables it spells out must be gguf-py's."""
+    assert {m.name: int(m) for m in GGUFFileValueType} == {m.name: int(m) for m in GGUFValueType}
+    assert {m.name: int(m) for m in TokenType} == {m.name: int(m) for m in gguf.TokenType}
+    for t in SUPPORTED_TYPES:
+        assert type_layout(t) == (Q(t).name, *gguf.GGML_QUANT_SIZES[Q(t)])
+    assert type_layout(Q.IQ4_NL) == ("IQ4_NL", 32, 18)  # looked up in gguf-py
+    assert type_layout(4) is None  # a retired id
+
+
+def test_loading_a_model_imports_neither_gguf_py_nor_jinja2(models: ModelFactory) -> None:
+    """Both cost import time and RSS on every load (SmolLM2: ~45 ms, ~11 MB); chat still works,
+    compiling its template on first use."""
+    code = (
+        "import sys, phirt\n"
+        f"m = phirt.load({str(models.phi3('Q4_0'))!r}, n_ctx=64)\n"
+        "m.generate('hi', max_tokens=2)\n"
+        "print(sorted(n for n in ('gguf', 'jinja2') if n in sys.modules))\n"
+        "m.chat([{'role': 'user', 'content': 'hi'}], max_tokens=2)\n"
+        "print('jinja2' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "True"]
+
+
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_prefault_maps_the_named_tensors(tmp_path: Path) -> None:
+    data = np.arange(8 << 20, dtype=np.uint8).tobytes()  # 8 MiB, never read by this test
+    path = Raw().tensor("big.weight", (len(data),), Q.I8, data).write(tmp_path / "big.gguf")
+    g = GGUFFile(path)
+    g.prefault(["missing.weight"])
+    before = _resident_bytes()
+    g.prefault(["big.weight"])
+    assert _resident_bytes() - before > 6 << 20
+
+
+def test_string_arrays_name_the_bad_item(tmp_path: Path) -> None:
+    good = [f"tok{i}" for i in range(1000)]
+    bad_utf8 = strs(good)[:-4] + b"\xc3\x28ok"  # last item "to" + invalid bytes
+    cases = {
+        "utf8": (bad_utf8, "'tokenizer.ggml.tokens'[999] at offset"),
+        "cut": (
+            strs(good[:-1]).replace(struct.pack("<Q", 999), struct.pack("<Q", 1000), 1)
+            + struct.pack("<Q", 1 << 20)  # a last item longer than the rest of the file
+            + b"tok",
+            "truncated metadata 'tokenizer.ggml.tokens'[999]",
+        ),
+    }
+    for name, (value, fragment) in cases.items():
+        path = Raw().kv("tokenizer.ggml.tokens", V.ARRAY, value).write(tmp_path / f"{name}.gguf")
+        _expect_format_error(path, fragment)
+    path = Raw().kv("tokenizer.ggml.tokens", V.ARRAY, strs(good)).write(tmp_path / "ok.gguf")
+    assert GGUFFile(path).metadata["tokenizer.ggml.tokens"] == good
 
 
 def test_custom_alignment_and_version_2(tmp_path: Path) -> None:

@@ -58,6 +58,9 @@ class NativeEngine:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
         self.n_ctx = n_ctx
         self.model = arch.model_class(self.gguf, self.config, n_ctx)
+        # token_embd is read a row per token: it stays lazy unless it doubles as the output matrix
+        tied = "output.weight" not in self.gguf.tensors
+        self.gguf.prefault(n for n in self.gguf.tensors if tied or n != "token_embd.weight")
         self.cache = KVCache(self.config, n_ctx)
         self.tokens: list[int] = []  # what the cache holds, in order
 

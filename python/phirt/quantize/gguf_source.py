@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter
+from gguf import GGMLQuantizationType, GGUFValueType, GGUFWriter
 
 from phirt import _kernels as K
 from phirt.errors import QuantizeError
@@ -77,8 +77,9 @@ def open_gguf(path: str | Path) -> Source:
 
     def add_metadata(w: GGUFWriter) -> None:
         for key, value in keys:
-            vtype, item_type = g.metadata_types[key]
-            w.add_key_value(key, value, vtype, sub_type=item_type)
+            vtype, item_type = g.metadata_types[key]  # phirt's own enum: convert to gguf-py's
+            sub_type = GGUFValueType(item_type) if item_type is not None else None
+            w.add_key_value(key, value, GGUFValueType(vtype), sub_type=sub_type)
 
     types = {t.src_type for t in tensors if len(t.shape) > 1}
     exact = "bf16" if types == {"BF16"} else "f16" if types <= {"F16"} else "f32"
