@@ -12,7 +12,7 @@ import pytest
 
 from phirt.errors import FormatError, UnsupportedError
 from phirt.formats.gguf import GGUFFile
-from phirt.tokenizer import PRE_TOKENIZERS, Tokenizer
+from phirt.tokenizer import PRE_TOKENIZERS, Tokenizer, _split_merges
 from smollm2 import smollm2_path
 
 DATA = Path(__file__).parent / "data" / "vocab"
@@ -160,6 +160,28 @@ def test_tiny_bpe_vocabulary() -> None:
     tok = Tokenizer.from_metadata(BPE_META)
     assert tok.encode("abba") == [2, 1, 0]
     assert tok.decode([2, 1, 0]) == "abba"
+
+
+@pytest.mark.parametrize(
+    ("merges", "words"),
+    [
+        (["a b", "a b"], {"ab": [2], "ba": [1, 0]}),  # a duplicate: llama.cpp keeps the first
+        (["a b", "b a"], {"ab": [2], "ba": [1, 0]}),  # "ba" is no token: spelled out
+        (["a b", "x y"], {"ab": [2]}),  # parts that are no tokens
+    ],
+)
+def test_merges_tokenizers_rejects_still_encode_as_llama_cpp(
+    merges: list[str], words: dict
+) -> None:
+    tok = Tokenizer.from_metadata({**BPE_META, "tokenizer.ggml.merges": merges})
+    assert {w: tok.encode(w) for w in words} == words
+
+
+def test_merges_split_at_the_first_space_after_the_first_character() -> None:
+    assert _split_merges(["a b", "cd ef"], None) == (["a", "cd"], ["b", "ef"])
+    assert _split_merges(["a  b", " a b", "a b c"], None) == (["a", " a", "a"], [" b", "b", "b c"])
+    with pytest.raises(FormatError, match="'ab' has no space"):
+        _split_merges(["a b", "ab"], "model.gguf")
 
 
 @pytest.mark.parametrize(

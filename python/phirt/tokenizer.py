@@ -19,12 +19,16 @@ import heapq
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntFlag
-from typing import Any
+from enum import IntEnum, IntFlag
+from itertools import repeat
+from typing import TYPE_CHECKING, Any
 
-from gguf import GGUFReader, TokenType
+import numpy as np
 
 from phirt.errors import FormatError, UnsupportedError
+
+if TYPE_CHECKING:
+    from gguf import GGUFReader
 
 __all__ = ["PRE_TOKENIZERS", "Attr", "PreTokenizer", "StreamDecoder", "Tokenizer"]
 
@@ -46,6 +50,18 @@ class Attr(IntFlag):
     RSTRIP = 1 << 8  # ... on the right
 
 
+class TokenType(IntEnum):
+    """tokenizer.ggml.token_type values (GGUF spec; the ids of gguf-py's TokenType, which is not
+    imported on the load path: see formats/gguf.py)."""
+
+    NORMAL = 1
+    UNKNOWN = 2
+    CONTROL = 3
+    USER_DEFINED = 4
+    UNUSED = 5
+    BYTE = 6
+
+
 _TYPE_ATTR = {
     TokenType.NORMAL: Attr.NORMAL,
     TokenType.UNKNOWN: Attr.UNKNOWN,
@@ -54,6 +70,9 @@ _TYPE_ATTR = {
     TokenType.UNUSED: Attr.UNUSED,
     TokenType.BYTE: Attr.BYTE,
 }
+_TYPE_ATTR_LUT = np.array(  # token type -> attributes, UNDEFINED for unknown types
+    [_TYPE_ATTR.get(t, Attr.UNDEFINED) for t in range(max(_TYPE_ATTR) + 1)], dtype=np.int64
+)
 _SPECIAL = int(Attr.CONTROL | Attr.USER_DEFINED | Attr.UNKNOWN)  # matched whole in text
 _HIDDEN = int(Attr.CONTROL | Attr.UNKNOWN)  # dropped by decode(skip_special=True)
 
@@ -157,12 +176,13 @@ class Tokenizer:
                 f"tokenizer model '{self.model}' is not supported (supported: llama, gpt2)", path
             )
         tokens = meta.get("tokenizer.ggml.tokens")
-        if not tokens or not all(isinstance(t, str) for t in tokens):
+        if not tokens or not isinstance(tokens, list) or set(map(type, tokens)) != {str}:
             raise FormatError("metadata 'tokenizer.ggml.tokens' is missing or not strings", path)
         n = len(tokens)
-        # llama.cpp renames empty tokens so that every text maps back to one id
-        self.tokens: list[str] = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
-        self.token_to_id: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
+        self.tokens: list[str] = list(tokens)
+        if "" in self.tokens:  # llama.cpp renames empty tokens so every text maps back to one id
+            self.tokens = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+        self.token_to_id: dict[str, int] = dict(zip(self.tokens, range(n), strict=True))
         if len(self.token_to_id) != n:
             raise FormatError("metadata 'tokenizer.ggml.tokens' has duplicate tokens", path)
         self.types: list[int] = self._per_token(meta, "token_type", int, TokenType.NORMAL)
@@ -192,28 +212,28 @@ class Tokenizer:
         if self.add_bos and self.bos_id is None:
             raise FormatError("add_bos_token is set but the vocabulary has no BOS token", path)
 
-        type_attr = {t: int(a) for t, a in _TYPE_ATTR.items()}
-        self.attrs: list[int] = [type_attr.get(t, int(Attr.UNDEFINED)) for t in self.types]
+        # whole-vocabulary work in numpy: a per-token Python loop costs ~10 ms on 49k tokens
+        types = np.array(self.types, dtype=np.int64)
+        attrs = np.where((types >= 0) & (types < len(_TYPE_ATTR_LUT)), types, 0)
+        attrs = _TYPE_ATTR_LUT[attrs]  # unknown type ids: UNDEFINED, as llama.cpp
         eog = {i for i in (self.eos_id, self.eot_id, self.eom_id) if i is not None}
         for text in EOG_TEXTS | _FIM_TEXTS:
             i = self.token_to_id.get(text)
             if i is not None:
-                self.attrs[i] |= Attr.CONTROL
+                attrs[i] |= Attr.CONTROL
                 if text in EOG_TEXTS:
                     eog.add(i)
         self.eot_ids: frozenset[int] = frozenset(eog)
+        self.attrs: list[int] = attrs.tolist()
         # longest first, so "<|endoftext|>" is cut out before any special token inside it
-        special, byte = int(_SPECIAL), int(Attr.BYTE)  # plain ints: IntFlag ops are slow
         self._special_ids = sorted(
-            (i for i, a in enumerate(self.attrs) if a & special),
-            key=lambda i: (-len(self.tokens[i]), i),
+            np.flatnonzero(attrs & _SPECIAL).tolist(), key=lambda i: (-len(self.tokens[i]), i)
         )
         self._apply_name_rules(str(meta.get("general.name", "")))
         self._pieces: list[bytes | None] = [None] * n
         self._byte_ids: dict[int, int] = {}
-        for i, a in enumerate(self.attrs):
-            if a & byte:
-                self._byte_ids.setdefault(self._byte_value(i), i)
+        for i in np.flatnonzero(attrs & Attr.BYTE).tolist():
+            self._byte_ids.setdefault(self._byte_value(i), i)
         self._bpe = _BpeModel(self, meta.get("tokenizer.ggml.merges")) if self.pre else None
 
     # -- construction ------------------------------------------------------------------------
@@ -233,7 +253,7 @@ class Tokenizer:
 
             file = GGUFFile(source)
             return cls(file.metadata, file.path)
-        if isinstance(source, GGUFReader):
+        if type(source).__name__ == "GGUFReader":  # gguf-py's reader, not imported unless used
             meta = {name: field.contents() for name, field in source.fields.items()}
             return cls(meta, getattr(source.data, "filename", None))
         metadata = getattr(source, "metadata", None)
@@ -251,7 +271,7 @@ class Tokenizer:
                 f"{len(self.tokens)} tokens",
                 self.path,
             )
-        return [kind(v) for v in values[: len(self.tokens)]]
+        return list(map(kind, values[: len(self.tokens)]))
 
     def _token_id(self, meta: Mapping[str, Any], key: str, default: int | None) -> int | None:
         value = meta.get(f"tokenizer.ggml.{key}", default)
@@ -529,24 +549,19 @@ class _BpeModel:
             raise FormatError("byte-level BPE vocabulary without 'tokenizer.ggml.merges'", tok.path)
         assert tok.pre is not None
         vocab = tok.token_to_id
-        pairs: list[tuple[str, str]] = []
-        seen: set[tuple[str, str]] = set()
-        for merge in merges:
-            cut = merge.find(" ", 1)  # as llama.cpp: the first space after the first character
-            if cut < 0:
-                raise FormatError(f"BPE merge {merge!r} has no space", tok.path)
-            left, right = merge[:cut], merge[cut + 1 :]
-            pair = (left, right)
-            # llama.cpp keeps the first of duplicate merges. `tokenizers` panics on merges whose
-            # parts or result are not tokens (llama.cpp would spell such a result out byte by
-            # byte); no real vocabulary has them, so they are left out.
-            if pair in seen or left not in vocab or right not in vocab or left + right not in vocab:
-                continue
-            seen.add(pair)
-            pairs.append(pair)
-        hf = HfTokenizer(
-            models.BPE(vocab=dict(vocab), merges=pairs, ignore_merges=tok.pre.ignore_merges)
-        )
+        lefts, rights = _split_merges(merges, tok.path)
+        ignore = tok.pre.ignore_merges
+        try:
+            if len(set(merges)) != len(merges):
+                raise ValueError("duplicate merges")
+            # `tokenizers` checks every part and result against the vocabulary itself and raises
+            # a bare Exception; only then are the merges filtered one by one
+            pairs = list(zip(lefts, rights, strict=True))
+            bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=ignore)
+        except Exception:
+            pairs = _filter_merges(lefts, rights, vocab)
+            bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=ignore)
+        hf = HfTokenizer(bpe)
         hf.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in tok.pre.regexes]
             + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
@@ -562,6 +577,40 @@ class _BpeModel:
         return b"".join(
             bytes([self._byte_of[c]]) if c in self._byte_of else c.encode() for c in text
         )
+
+
+def _split_merges(merges: Sequence[str], path: str | None) -> tuple[list[str], list[str]]:
+    """GGUF merges ("left right") cut, as llama.cpp does, at the first space after the first
+    character: (lefts, rights)."""
+    if set(map(str.count, merges, repeat(" "))) == {1} and not any(
+        map(str.startswith, merges, repeat(" "))
+    ):  # every merge has one inner space (all real vocabularies): split them all at once
+        flat = " ".join(merges).split(" ")
+        return flat[0::2], flat[1::2]
+    lefts: list[str] = []
+    rights: list[str] = []
+    for merge in merges:
+        left, sep, right = merge[1:].partition(" ")
+        if not sep:
+            raise FormatError(f"BPE merge {merge!r} has no space", path)
+        lefts.append(merge[0] + left)
+        rights.append(right)
+    return lefts, rights
+
+
+def _filter_merges(lefts: list[str], rights: list[str], vocab: Mapping[str, int]) -> list:
+    """The merges llama.cpp would use that `tokenizers` accepts: the first of duplicates, and only
+    those whose parts and result are tokens (llama.cpp would spell such a result out byte by byte;
+    no real vocabulary has one)."""
+    pairs: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for pair in zip(lefts, rights, strict=True):
+        left, right = pair
+        if pair in seen or left not in vocab or right not in vocab or left + right not in vocab:
+            continue
+        seen.add(pair)
+        pairs.append(pair)
+    return pairs
 
 
 def _bytes_to_unicode() -> dict[int, str]:
