@@ -66,6 +66,9 @@ struct DotKernels {
     ExpSumFn exp_sum;  // nullptr: std::exp per element
     // Multi-row dots; nullptr: matmul runs the one-row dot per row.
     VecDotRowsFn q4_0_q8_0_rows;
+    VecDotRowsFn q4_K_q8_K_rows;
+    VecDotRowsFn q5_K_q8_K_rows;
+    VecDotRowsFn q6_K_q8_K_rows;
 };
 
 // The scalar reference table (always available).

@@ -44,13 +44,13 @@ bool act_format(const DotKernels &kern, int type, ActFormat *f) {
             *f = {kern.to_q8_1, kern.q5_1_q8_1, QK8_1, sizeof(block_q8_1)};
             return true;
         case GgmlType::Q4_K:
-            *f = {kern.to_q8_K, kern.q4_K_q8_K, QK_K, sizeof(block_q8_K)};
+            *f = {kern.to_q8_K, kern.q4_K_q8_K, QK_K, sizeof(block_q8_K), kern.q4_K_q8_K_rows};
             return true;
         case GgmlType::Q5_K:
-            *f = {kern.to_q8_K, kern.q5_K_q8_K, QK_K, sizeof(block_q8_K)};
+            *f = {kern.to_q8_K, kern.q5_K_q8_K, QK_K, sizeof(block_q8_K), kern.q5_K_q8_K_rows};
             return true;
         case GgmlType::Q6_K:
-            *f = {kern.to_q8_K, kern.q6_K_q8_K, QK_K, sizeof(block_q8_K)};
+            *f = {kern.to_q8_K, kern.q6_K_q8_K, QK_K, sizeof(block_q8_K), kern.q6_K_q8_K_rows};
             return true;
         case GgmlType::F16:
             *f = {kern.to_f16, kern.f16_f16, 1, 2};

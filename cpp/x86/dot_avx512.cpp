@@ -166,6 +166,24 @@ inline void prefetch_ahead(const uint8_t *row, int64_t pos, int64_t bytes, int64
     }
 }
 
+// The R-row kernel `rows` instantiated for nr = 1..kMaxDotRows, as a VecDotRowsFn.
+template <template <int> class Rows, class Act>
+void dot_rows(int64_t n, const void *vw, int64_t row_bytes, int nr, const void *vx, float *y) {
+    const auto *w = static_cast<const uint8_t *>(vw);
+    const auto *x = static_cast<const Act *>(vx);
+    static_assert(kMaxDotRows == 4, "one case per row count");
+    switch (nr) {
+        case 1:
+            return Rows<1>::run(n, w, row_bytes, x, y);
+        case 2:
+            return Rows<2>::run(n, w, row_bytes, x, y);
+        case 3:
+            return Rows<3>::run(n, w, row_bytes, x, y);
+        default:
+            return Rows<4>::run(n, w, row_bytes, x, y);
+    }
+}
+
 // Q4_0 rows w_r = w + r·row_bytes (r < R) against one activation row, in sum_blocks's lanes and
 // float order; the one-row dot is R = 1, so each y[r] is the one-row dot's bit for bit. What R > 1
 // shares is the activation side: its loads, its scale gather and conversion, and the
@@ -242,26 +260,17 @@ void q4_0_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_0 
     }
 }
 
+template <int R>
+struct Q4_0Rows {
+    static void run(int64_t n, const uint8_t *w, int64_t rb, const block_q8_0 *x, float *y) {
+        q4_0_rows<R>(n, w, rb, x, y);
+    }
+};
+
 float dot_q4_0_q8_0(int64_t n, const void *vw, const void *vx) {
     float y;
     q4_0_rows<1>(n, static_cast<const uint8_t *>(vw), 0, static_cast<const block_q8_0 *>(vx), &y);
     return y;
-}
-
-void dot_q4_0_q8_0_rows(int64_t n, const void *vw, int64_t row_bytes, int nr, const void *vx,
-                        float *y) {
-    const auto *w = static_cast<const uint8_t *>(vw);
-    const auto *x = static_cast<const block_q8_0 *>(vx);
-    switch (nr) {
-        case 1:
-            return q4_0_rows<1>(n, w, row_bytes, x, y);
-        case 2:
-            return q4_0_rows<2>(n, w, row_bytes, x, y);
-        case 3:
-            return q4_0_rows<3>(n, w, row_bytes, x, y);
-        default:
-            return q4_0_rows<4>(n, w, row_bytes, x, y);
-    }
 }
 
 float dot_q4_1_q8_1(int64_t n, const void *vw, const void *vx) {
@@ -343,99 +352,155 @@ inline __m512i nibbles_k(const uint8_t *q) {
                             _mm512_set1_epi8(0x0F));
 }
 
-// Q4_K and Q5_K (which adds a fifth bit per element from qh).
-template <class Block>
-float dot_q45_K(int64_t n, const void *vw, const void *vx) {
+// Q4_K and Q5_K (which adds a fifth bit per element from qh), R rows w + r·row_bytes against one
+// activation row; the one-row dot is R = 1, so each y[r] is its result bit for bit. The rows
+// share the activation loads and sub-block sums.
+template <class Block, int R>
+void q45_K_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_K *x, float *y) {
     constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
-    const auto *w = static_cast<const Block *>(vw);
-    const auto *x = static_cast<const block_q8_K *>(vx);
-    __m512 acc = _mm512_setzero_ps();
-    __m128 acc_m = _mm_setzero_ps();
+    const Block *wr[R];
+    for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const Block *>(w + r * row_bytes);
+    __m512 acc[R];
+    __m128 acc_m[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps(), acc_m[r] = _mm_setzero_ps();
     for (int64_t ib = 0; ib < n / QK_K; ++ib) {
-        const float d = x[ib].d * h2f(w[ib].d);
-        const float dmin = x[ib].d * h2f(w[ib].dmin);
-        const __m256i sm = k4_scales_mins(w[ib].scales);
-        acc_m =
-            _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_sums(sm, x[ib].bsums)), acc_m);
-        const __m512i sc = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
-        const uint8_t *q = w[ib].qs;
+        const __m128i pairs = k4_bsum_pairs(x[ib].bsums);
         const int8_t *a = x[ib].qs;
-        __m512i hb = _mm512_setzero_si512();
-        if constexpr (kQ5) hb = _mm512_broadcast_i64x4(load256(w[ib].qh));
-        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-        for (int j = 0; j < QK_K / 64; j += 2, q += 64, a += 128) {
-            __m512i q0 = nibbles_k(q), q1 = nibbles_k(q + 32);
-            if constexpr (kQ5) {  // fifth bit: qh bit 2j for sub-block 2j, bit 2j+1 for sub-block
-                                  // 2j+1
-                const __m512i b0 = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * j))),
-                                                      _mm256_set1_epi8((char)(2 << (2 * j))), 1);
-                const __m512i b1 = _mm512_inserti64x4(_mm512_set1_epi8((char)(4 << (2 * j))),
-                                                      _mm256_set1_epi8((char)(8 << (2 * j))), 1);
-                q0 = _mm512_mask_add_epi8(q0, _mm512_test_epi8_mask(hb, b0), q0,
-                                          _mm512_set1_epi8(16));
-                q1 = _mm512_mask_add_epi8(q1, _mm512_test_epi8_mask(hb, b1), q1,
-                                          _mm512_set1_epi8(16));
+        const __m512i x0 = load512(a), x1 = load512(a + 64), x2 = load512(a + 128),
+                      x3 = load512(a + 192);
+        for (int r = 0; r < R; ++r) {
+            const Block &b = wr[r][ib];
+            prefetch_ahead(w + r * row_bytes, ib * (int64_t)sizeof(Block), sizeof(Block), row_bytes,
+                           R);
+            const float d = x[ib].d * h2f(b.d);
+            const float dmin = x[ib].d * h2f(b.dmin);
+            const __m256i sm = k4_scales_mins(b.scales);
+            acc_m[r] =
+                _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_sums(sm, pairs)), acc_m[r]);
+            const __m512i sc = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
+            const uint8_t *q = b.qs;
+            __m512i hb = _mm512_setzero_si512();
+            if constexpr (kQ5) hb = _mm512_broadcast_i64x4(load256(b.qh));
+            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            for (int j = 0; j < QK_K / 64; j += 2, q += 64) {
+                __m512i q0 = nibbles_k(q), q1 = nibbles_k(q + 32);
+                if constexpr (kQ5) {  // fifth bit: qh bit 2j for sub-block 2j, 2j+1 for 2j+1
+                    const __m512i b0 =
+                        _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * j))),
+                                           _mm256_set1_epi8((char)(2 << (2 * j))), 1);
+                    const __m512i b1 =
+                        _mm512_inserti64x4(_mm512_set1_epi8((char)(4 << (2 * j))),
+                                           _mm256_set1_epi8((char)(8 << (2 * j))), 1);
+                    q0 = _mm512_mask_add_epi8(q0, _mm512_test_epi8_mask(hb, b0), q0,
+                                              _mm512_set1_epi8(16));
+                    q1 = _mm512_mask_add_epi8(q1, _mm512_test_epi8_mask(hb, b1), q1,
+                                              _mm512_set1_epi8(16));
+                }
+                s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(q0, j == 0 ? x0 : x2),
+                                         scale_halves(sc, 2 * j, 2 * j + 1));
+                s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(q1, j == 0 ? x1 : x3),
+                                         scale_halves(sc, 2 * j + 2, 2 * j + 3));
             }
-            s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(q0, load512(a)),
-                                     scale_halves(sc, 2 * j, 2 * j + 1));
-            s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(q1, load512(a + 64)),
-                                     scale_halves(sc, 2 * j + 2, 2 * j + 3));
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d),
+                                     _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[r]);
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
     }
-    return _mm512_reduce_add_ps(acc) - hsum(acc_m);
+    for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]) - hsum(acc_m[r]);
 }
 
+template <int R>
+struct Q4_KRows {
+    static void run(int64_t n, const uint8_t *w, int64_t rb, const block_q8_K *x, float *y) {
+        q45_K_rows<block_q4_K, R>(n, w, rb, x, y);
+    }
+};
+template <int R>
+struct Q5_KRows {
+    static void run(int64_t n, const uint8_t *w, int64_t rb, const block_q8_K *x, float *y) {
+        q45_K_rows<block_q5_K, R>(n, w, rb, x, y);
+    }
+};
+
 float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    return dot_q45_K<block_q4_K>(n, vw, vx);
+    float y;
+    q45_K_rows<block_q4_K, 1>(n, static_cast<const uint8_t *>(vw), 0,
+                              static_cast<const block_q8_K *>(vx), &y);
+    return y;
 }
 float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    return dot_q45_K<block_q5_K>(n, vw, vx);
+    float y;
+    q45_K_rows<block_q5_K, 1>(n, static_cast<const uint8_t *>(vw), 0,
+                              static_cast<const block_q8_K *>(vx), &y);
+    return y;
 }
 
 // Q6_K: q in [0, 63] is used unsigned; the -32 offset is 32·Σ_s sc_s·bsums_s, from the
-// activation's group sums (groups of 16 match Q6_K's sub-blocks).
-float dot_q6_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q6_K *>(vw);
-    const auto *x = static_cast<const block_q8_K *>(vx);
+// activation's group sums (groups of 16 match Q6_K's sub-blocks). R rows w + r·row_bytes against
+// one activation row, sharing its loads; the one-row dot is R = 1, so each y[r] is its result.
+template <int R>
+void q6_K_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_K *x, float *y) {
     const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30);
     // word k of each 128-bit lane k: sub-block k (then k + 4) of the current 128-element half
     const __m512i lane_lo = _mm512_set_epi64(
         0x0706070607060706, 0x0706070607060706, 0x0504050405040504, 0x0504050405040504,
         0x0302030203020302, 0x0302030203020302, 0x0100010001000100, 0x0100010001000100);
     const __m512i lane_hi = _mm512_add_epi8(lane_lo, _mm512_set1_epi8(8));
-    __m512 acc = _mm512_setzero_ps();
+    const block_q6_K *wr[R];
+    for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const block_q6_K *>(w + r * row_bytes);
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     for (int64_t ib = 0; ib < n / QK_K; ++ib) {
-        const float d = x[ib].d * h2f(w[ib].d);
-        const __m256i sc16 =
-            _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(w[ib].scales)));
-        const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(x[ib].bsums)), 5);
-        const uint8_t *ql = w[ib].ql, *qh = w[ib].qh;
+        const __m256i bsums = load256(x[ib].bsums);
         const int8_t *a = x[ib].qs;
-        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-        for (int half = 0; half < 2; ++half, ql += 64, qh += 32, a += 128) {
-            const __m512i sc = _mm512_broadcast_i32x4(
-                half == 0 ? _mm256_castsi256_si128(sc16) : _mm256_extracti128_si256(sc16, 1));
-            const __m512i l = load512(ql);
-            const __m512i h = _mm512_broadcast_i64x4(load256(qh));
-            // elements 0..63: low nibbles of ql[0..63], high bits 0-1 (then 2-3) of qh[0..31]
-            const __m512i h01 = _mm512_and_si512(
-                _mm512_sllv_epi64(h, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), m2);
-            const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, m4), h01);
-            // elements 64..127: high nibbles of ql[0..63], high bits 4-5 (then 6-7)
-            const __m512i h23 = _mm512_and_si512(
-                _mm512_srlv_epi64(h, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), m2);
-            const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), h23);
-            s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(q01, load512(a)),
-                                     _mm512_shuffle_epi8(sc, lane_lo));
-            s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(q23, load512(a + 64)),
-                                     _mm512_shuffle_epi8(sc, lane_hi));
+        const __m512i xa[4] = {load512(a), load512(a + 64), load512(a + 128), load512(a + 192)};
+        for (int r = 0; r < R; ++r) {
+            const block_q6_K &b = wr[r][ib];
+            prefetch_ahead(w + r * row_bytes, ib * (int64_t)sizeof(block_q6_K), sizeof(block_q6_K),
+                           row_bytes, R);
+            const float d = x[ib].d * h2f(b.d);
+            const __m256i sc16 =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+            const uint8_t *ql = b.ql, *qh = b.qh;
+            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            for (int half = 0; half < 2; ++half, ql += 64, qh += 32) {
+                const __m512i sc = _mm512_broadcast_i32x4(
+                    half == 0 ? _mm256_castsi256_si128(sc16) : _mm256_extracti128_si256(sc16, 1));
+                const __m512i l = load512(ql);
+                const __m512i h = _mm512_broadcast_i64x4(load256(qh));
+                // elements 0..63: low nibbles of ql[0..63], high bits 0-1 (then 2-3) of qh[0..31]
+                const __m512i h01 = _mm512_and_si512(
+                    _mm512_sllv_epi64(h, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), m2);
+                const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, m4), h01);
+                // elements 64..127: high nibbles of ql[0..63], high bits 4-5 (then 6-7)
+                const __m512i h23 = _mm512_and_si512(
+                    _mm512_srlv_epi64(h, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), m2);
+                const __m512i q23 =
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), h23);
+                s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(q01, xa[2 * half]),
+                                         _mm512_shuffle_epi8(sc, lane_lo));
+                s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(q23, xa[2 * half + 1]),
+                                         _mm512_shuffle_epi8(sc, lane_hi));
+            }
+            const __m512i sumi =
+                _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(offset));
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc[r]);
         }
-        const __m512i sumi =
-            _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(offset));
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
     }
-    return _mm512_reduce_add_ps(acc);
+    for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+template <int R>
+struct Q6_KRows {
+    static void run(int64_t n, const uint8_t *w, int64_t rb, const block_q8_K *x, float *y) {
+        q6_K_rows<R>(n, w, rb, x, y);
+    }
+};
+
+float dot_q6_K_q8_K(int64_t n, const void *vw, const void *vx) {
+    float y;
+    q6_K_rows<1>(n, static_cast<const uint8_t *>(vw), 0, static_cast<const block_q8_K *>(vx), &y);
+    return y;
 }
 
 // ---------------------------------------------------------------- float dots
@@ -654,13 +719,20 @@ double exp_sum(int64_t n, float max, float *s) {
 
 // MatMulNBits runs on the AVX2 twin (there is no AVX-512 one).
 const DotKernels *dot_kernels_avx512() {
-    static const DotKernels table = {
-        "avx512",          to_q8_0,       to_q8_1,        to_q8_K,       to_f16,
-        to_bf16,           dot_q4_0_q8_0, dot_q4_1_q8_1,  dot_q5_0_q8_0, dot_q5_1_q8_1,
-        dot_q8_0_q8_0,     dot_q4_K_q8_K, dot_q5_K_q8_K,  dot_q6_K_q8_K, dot_f16_f16,
-        dot_bf16_bf16,     dot_f32_f32,   nbits_dot_avx2, axpy_f16,      pack_panel_avx512,
-        gemm_panel_avx512, attn_scores,   attn_values,    exp_sum,       dot_q4_0_q8_0_rows,
-    };
+    static const DotKernels table = [] {
+        DotKernels t = {
+            "avx512",          to_q8_0,       to_q8_1,        to_q8_K,       to_f16,
+            to_bf16,           dot_q4_0_q8_0, dot_q4_1_q8_1,  dot_q5_0_q8_0, dot_q5_1_q8_1,
+            dot_q8_0_q8_0,     dot_q4_K_q8_K, dot_q5_K_q8_K,  dot_q6_K_q8_K, dot_f16_f16,
+            dot_bf16_bf16,     dot_f32_f32,   nbits_dot_avx2, axpy_f16,      pack_panel_avx512,
+            gemm_panel_avx512, attn_scores,   attn_values,    exp_sum,
+        };
+        t.q4_0_q8_0_rows = dot_rows<Q4_0Rows, block_q8_0>;
+        t.q4_K_q8_K_rows = dot_rows<Q4_KRows, block_q8_K>;
+        t.q5_K_q8_K_rows = dot_rows<Q5_KRows, block_q8_K>;
+        t.q6_K_q8_K_rows = dot_rows<Q6_KRows, block_q8_K>;
+        return t;
+    }();
     return &table;
 }
 

@@ -264,11 +264,18 @@ inline __m256i k4_scales_mins(const uint8_t *s) {
     return _mm256_cvtepu8_epi16(_mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)mn_lo, (int)mn_hi));
 }
 
-// Σ_j m_j·(bsums[2j] + bsums[2j+1]) for Q4_K/Q5_K, as four int32 lanes.
-inline __m128i k4_min_sums(__m256i scales_mins, const int16_t *bsums) {
+// bsums[2j] + bsums[2j+1] for j = 0..7: Q8_K's sums over Q4_K/Q5_K's 32-element sub-blocks.
+inline __m128i k4_bsum_pairs(const int16_t *bsums) {
     const __m256i b = load256(bsums);
-    const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-    return _mm_madd_epi16(_mm256_extracti128_si256(scales_mins, 1), pairs);
+    return _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+}
+
+// Σ_j m_j·(bsums[2j] + bsums[2j+1]) for Q4_K/Q5_K, as four int32 lanes.
+inline __m128i k4_min_sums(__m256i scales_mins, __m128i bsum_pairs) {
+    return _mm_madd_epi16(_mm256_extracti128_si256(scales_mins, 1), bsum_pairs);
+}
+inline __m128i k4_min_sums(__m256i scales_mins, const int16_t *bsums) {
+    return k4_min_sums(scales_mins, k4_bsum_pairs(bsums));
 }
 
 // y += a·x with the product rounded before the add, as the spec: bit-identical results.
