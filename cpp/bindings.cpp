@@ -371,6 +371,22 @@ py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj
     return out;
 }
 
+void kv_store_py(const py::object &cache_obj, const py::object &x_obj, int64_t pos0) {
+    auto cache = checked<uint16_t>(cache_obj, "cache", 3, true);
+    auto x = checked<float>(x_obj, "x", 3);
+    const int64_t m = x.shape(0), n_head = x.shape(1), hd = x.shape(2);
+    const int64_t n_ctx = cache.shape(1);
+    expect_shape(cache, "cache", {n_head, n_ctx, hd});
+    if (pos0 < 0 || m > n_ctx || pos0 > n_ctx - m)
+        throw py::value_error(std::to_string(m) + " rows at position " + std::to_string(pos0) +
+                              " do not fit the cache of " + std::to_string(n_ctx));
+    if (m == 0) return;
+    const float *xp = static_cast<const float *>(x.data());
+    auto *cp = static_cast<ggml_half *>(cache.mutable_data());
+    py::gil_scoped_release release;
+    kv_store(xp, m, n_head, hd, cp, n_ctx, pos0);
+}
+
 // ---- ONNX MatMulNBits ------------------------------------------------------------------------
 // com.microsoft MatMulNBits (bits = 4), repacked at load time; layout and numerics in nbits.h.
 // Every ONNX size is checked against (N, K, block_size) before a byte is read.
@@ -520,6 +536,8 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.def("gelu", &gelu_py, py::arg("x"));
     mod.def("attention", &attention_py, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
             py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
+    mod.def("kv_store", &kv_store_py, py::arg("cache"), py::arg("x"), py::arg("pos0"),
+            "cache[:, pos0:pos0 + m] = x (m, n_head, hd) transposed, as float16");
 
     bind_nbits(mod);  // ONNX MatMulNBits
     bind_gguf(mod);   // GGUF string arrays

@@ -9,8 +9,23 @@
 
 namespace phirt {
 
+namespace {
+
+// Row-wise ops run a row per task in prefill; one row (decode) stays on the caller, where a
+// handful of microseconds of work would not pay for waking the pool.
+template <class Fn>
+void each_row(int64_t m, const Fn &fn) {
+    if (m == 1) {
+        fn(0);
+        return;
+    }
+    global_pool().run(m, [&](int64_t r, int) { fn(r); });
+}
+
+}  // namespace
+
 void rms_norm(const float *x, const float *w, float eps, int64_t m, int64_t k, float *y) {
-    for (int64_t r = 0; r < m; ++r) {
+    each_row(m, [&](int64_t r) {
         const float *xr = x + r * k;
         float *yr = y + r * k;
         double sum = 0.0;
@@ -18,12 +33,12 @@ void rms_norm(const float *x, const float *w, float eps, int64_t m, int64_t k, f
         const float mean = (float)(sum / k);
         const float scale = 1.0f / std::sqrt(mean + eps);
         for (int64_t i = 0; i < k; ++i) yr[i] = (xr[i] * scale) * w[i];
-    }
+    });
 }
 
 void layer_norm(const float *x, const float *w, const float *b, float eps, int64_t m, int64_t k,
                 float *y) {
-    for (int64_t r = 0; r < m; ++r) {
+    each_row(m, [&](int64_t r) {
         const float *xr = x + r * k;
         float *yr = y + r * k;
         double sum = 0.0;
@@ -43,7 +58,7 @@ void layer_norm(const float *x, const float *w, const float *b, float eps, int64
             if (b != nullptr) v = v + b[i];
             yr[i] = v;
         }
-    }
+    });
 }
 
 void rope(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_dim, int64_t n_rot,
@@ -94,12 +109,28 @@ void softmax(float *x, int64_t m, int64_t n) {
 
 void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t in_stride,
               float *y) {
-    for (int64_t r = 0; r < m; ++r) {
+    // Elementwise, so any split gives the same result: chunks of a row in decode (8192 exps of
+    // Phi-3's FFN are ~40 us), whole rows in prefill.
+    constexpr int64_t kChunk = 2048;
+    const int64_t per_row = m == 1 ? (f + kChunk - 1) / kChunk : 1;
+    const int64_t chunk = m == 1 ? kChunk : f;
+    global_pool().run(m * per_row, [&](int64_t task, int) {
+        const int64_t r = task / per_row, i0 = task % per_row * chunk;
+        const int64_t i1 = std::min(f, i0 + chunk);
         const float *g = gate + r * in_stride;
         const float *u = up + r * in_stride;
         float *yr = y + r * f;
-        for (int64_t i = 0; i < f; ++i) yr[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
-    }
+        for (int64_t i = i0; i < i1; ++i) yr[i] = (g[i] / (1.0f + std::exp(-g[i]))) * u[i];
+    });
+}
+
+void kv_store(const float *x, int64_t m, int64_t n_head, int64_t hd, ggml_half *cache,
+              int64_t n_ctx, int64_t pos0) {
+    const ConvertFn to_f16 = active_kernels().to_f16;
+    each_row(m, [&](int64_t r) {
+        for (int64_t h = 0; h < n_head; ++h)
+            to_f16(x + (r * n_head + h) * hd, cache + (h * n_ctx + pos0 + r) * hd, hd);
+    });
 }
 
 namespace {

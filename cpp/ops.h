@@ -29,6 +29,11 @@ void softmax(float *x, int64_t m, int64_t n);
 void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t in_stride,
               float *y);
 
+// Writes x (m, n_head, hd) f32 into cache (n_head, n_ctx, hd) f16 at positions [pos0, pos0 + m),
+// rounding to nearest even as numpy's astype(float16) does.
+void kv_store(const float *x, int64_t m, int64_t n_head, int64_t hd, ggml_half *cache,
+              int64_t n_ctx, int64_t pos0);
+
 // GELU (tanh form) through ggml's f16 table: y = f16(gelu(f16(x))) for |x| < 10.
 void gelu(const float *x, int64_t n, float *y);
 

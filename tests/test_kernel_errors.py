@@ -407,6 +407,16 @@ def test_op_shape_mismatches_rejected() -> None:
     rejected(lambda: K.softmax(ro))
     rejected(lambda: K.softmax(np.ones(8, np.float32)))
     rejected(lambda: K.gelu([1.0, 2.0]))  # type: ignore[arg-type]
+    cache, kv = np.zeros((2, 6, 4), np.float16), np.ones((3, 2, 4), np.float32)
+    rejected(lambda: K.kv_store(cache, kv, 4))  # positions 4..6 of 6
+    rejected(lambda: K.kv_store(cache, kv, -1))
+    rejected(lambda: K.kv_store(cache, np.ones((3, 2, 5), np.float32), 0))
+    rejected(lambda: K.kv_store(cache, np.ones((3, 3, 4), np.float32), 0))
+    rejected(lambda: K.kv_store(cache.astype(np.float32), kv, 0))
+    rejected(lambda: K.kv_store(cache, kv.astype(np.float64), 0))
+    rejected(lambda: K.kv_store(cache[:, :, ::2], np.ones((3, 2, 2), np.float32), 0))
+    cache.flags.writeable = False
+    rejected(lambda: K.kv_store(cache, kv, 0))
 
 
 @PROPERTY

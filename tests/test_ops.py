@@ -190,6 +190,29 @@ def test_swiglu_and_silu_mul() -> None:
     np.testing.assert_array_equal(K.swiglu(x), K.silu_mul(gate, up))
 
 
+def test_swiglu_one_row_in_chunks_equals_the_same_row_of_a_batch() -> None:
+    """Decode splits one row into chunks across threads, prefill gives each thread whole rows."""
+    x = (np.random.default_rng(4).standard_normal((3, 2 * 5000)) * 4).astype(np.float32)
+    np.testing.assert_array_equal(K.swiglu(x[1:2]), K.swiglu(x)[1:2])
+
+
+def test_kv_store_rounds_as_numpy(each_isa: str) -> None:
+    rng = np.random.default_rng(11)
+    m, n_head, n_ctx, hd = 5, 3, 12, 40
+    x = (rng.standard_normal((m, n_head, hd)) * 3).astype(np.float32)
+    edge = [70000.0, 65519.0, 65520.0, -1e-8, 1e-5, -0.0, np.inf, -np.inf, 1 + 2**-11, 3 * 2**-25]
+    x[0, 0, : len(edge)] = edge  # overflow to inf, subnormals, ties to even, signed zero
+    x[1, 2, 7] = np.nan
+    cache = np.full((n_head, n_ctx, hd), 7, np.float16)
+    K.kv_store(cache, x, 4)
+    want = np.full_like(cache, 7)
+    with np.errstate(over="ignore"):
+        want[:, 4 : 4 + m] = x.transpose(1, 0, 2).astype(np.float16)
+    assert np.isnan(cache[2, 5, 7]) and np.isnan(want[2, 5, 7])
+    cache[2, 5, 7] = want[2, 5, 7] = 0
+    np.testing.assert_array_equal(cache.view(np.uint16), want.view(np.uint16), err_msg=each_isa)
+
+
 def gelu_ref(x: np.ndarray) -> np.ndarray:
     """ggml's GELU: tanh approximation evaluated at f16(x) and rounded to f16, for |x| < 10;
     0 below -10 and identity above 10."""

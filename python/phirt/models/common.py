@@ -183,9 +183,8 @@ class KVCache:
 
     def store(self, layer: int, pos0: int, k: np.ndarray, v: np.ndarray) -> None:
         """Write k, v (m, n_head_kv, head_dim) float32 at positions [pos0, pos0 + m)."""
-        m = k.shape[0]
-        self.k[layer, :, pos0 : pos0 + m, :] = k.transpose(1, 0, 2)
-        self.v[layer, :, pos0 : pos0 + m, :] = v.transpose(1, 0, 2)
+        K.kv_store(self.k[layer], np.ascontiguousarray(k), pos0)
+        K.kv_store(self.v[layer], np.ascontiguousarray(v), pos0)
 
 
 def linear(x: np.ndarray, w: Any, bias: np.ndarray | None = None) -> np.ndarray:
