@@ -23,19 +23,24 @@ void interleave_avx512(const uint8_t *rows, int64_t k, uint8_t *u) {
         _mm512_storeu_si512(u + c4 * 64, _mm512_i32gather_epi32(idx, rows + c4 * 4, 1));
 }
 
-template <int MR, bool kOffset>
+// Offset forms have zero 0, so their sums start at 0 rather than at zs.
+template <int MR, int kGroup, bool kOffset>
 void micro(const GemmPanel &p, const GemmActs &a, int64_t i0, int64_t g0, int64_t g1, bool first,
            float *y, int64_t ldy, __mmask16 mask) {
+    constexpr int kSteps = kGroup / 4;
     __m512 acc[MR];
     for (int i = 0; i < MR; ++i)
         acc[i] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, y + (i0 + i) * ldy);
-    const int group = p.form.group, steps = group / 4;
+    const int8_t *q0 = a.q + i0 * a.ldq;
     for (int64_t g = g0; g < g1; ++g) {
         __m512i isum[MR];
-        for (int i = 0; i < MR; ++i) isum[i] = _mm512_set1_epi32(a.zs[(i0 + i) * a.ldg + g]);
-        const uint8_t *u = p.u + g * steps * 64;
-        const int8_t *q = a.q + i0 * a.ldq + g * group;
-        for (int s = 0; s < steps; ++s) {
+        for (int i = 0; i < MR; ++i)
+            isum[i] =
+                kOffset ? _mm512_setzero_si512() : _mm512_set1_epi32(a.zs[(i0 + i) * a.ldg + g]);
+        const uint8_t *u = p.u + g * kSteps * 64;
+        const int8_t *q = q0 + g * kGroup;
+#pragma GCC unroll 8
+        for (int s = 0; s < kSteps; ++s) {
             const __m512i w = _mm512_loadu_si512(u + s * 64);
             for (int i = 0; i < MR; ++i) {
                 int32_t x4;
@@ -58,10 +63,16 @@ void micro(const GemmPanel &p, const GemmActs &a, int64_t i0, int64_t g0, int64_
 
 using MicroFn = void (*)(const GemmPanel &, const GemmActs &, int64_t, int64_t, int64_t, bool,
                          float *, int64_t, __mmask16);
-template <bool kOffset>
-constexpr MicroFn kMicro[kMR + 1] = {nullptr,           micro<1, kOffset>, micro<2, kOffset>,
-                                     micro<3, kOffset>, micro<4, kOffset>, micro<5, kOffset>,
-                                     micro<6, kOffset>, micro<7, kOffset>, micro<8, kOffset>};
+template <int kGroup, bool kOffset>
+constexpr MicroFn kMicro[kMR + 1] = {nullptr,
+                                     micro<1, kGroup, kOffset>,
+                                     micro<2, kGroup, kOffset>,
+                                     micro<3, kGroup, kOffset>,
+                                     micro<4, kGroup, kOffset>,
+                                     micro<5, kGroup, kOffset>,
+                                     micro<6, kGroup, kOffset>,
+                                     micro<7, kGroup, kOffset>,
+                                     micro<8, kGroup, kOffset>};
 
 }  // namespace
 
@@ -78,7 +89,9 @@ void gemm_panel_avx512(const GemmPanel &p, const GemmActs &a, int64_t m, float *
                        int n_rows) {
     const __mmask16 mask = (__mmask16)((1u << n_rows) - 1);
     const int64_t n_groups = p.k / p.form.group, kc_groups = kKc / p.form.group;
-    const MicroFn *micros = p.form.offset ? kMicro<true> : kMicro<false>;
+    const MicroFn *micros = p.form.group == 16 ? kMicro<16, false>
+                            : p.form.offset    ? kMicro<32, true>
+                                               : kMicro<32, false>;
     for (int64_t g0 = 0; g0 < n_groups; g0 += kc_groups) {
         const int64_t g1 = g0 + kc_groups < n_groups ? g0 + kc_groups : n_groups;
         for (int64_t i0 = 0; i0 < m; i0 += kMR) {
