@@ -10,7 +10,9 @@
 // 16, zero 32; Q4_1/Q5_1/Q4_K/Q5_K zero 0 and a float offset (m, or -dmin·m). The zero is taken
 // off in integers (the sums start at -zero · Σ x_q), so symmetric types have no cancellation.
 // Activations keep the GEMV's 8-bit quantization (same blocks, same rounding), so a row's result
-// differs from the GEMV's only in float summation order.
+// differs from the GEMV's only in float summation order. For K-quants the activation scale d is
+// one per 256 columns (Q8_K), so the kernels sum scale · isum over a super-block and multiply by
+// d once (GemmForm::super), instead of once per group.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +26,7 @@ struct GemmForm {
     int group;  // 0: the type has no packed form
     int zero;
     bool offset;
+    int super = 1;  // groups per activation scale: GemmActs::d is constant over each run of super
 };
 GemmForm gemm_form(int type);
 
@@ -35,8 +38,9 @@ struct GemmPanel {
     GemmForm form;
 };
 
-// Quantized activations: q[i * ldq + c] int8; per group g (at i * ldg + g): the block scale d,
-// zs = -zero · Σ q (the integer sums' start) and, for offset forms, s = d · Σ q.
+// Quantized activations: q[i * ldq + c] int8; per group g (at i * ldg + g): the block scale d
+// (the same for the form's `super` groups in a row), zs = -zero · Σ q (the integer sums' start)
+// and, for offset forms, s = d · Σ q.
 struct GemmActs {
     const int8_t *q;
     const float *d;
