@@ -7,7 +7,8 @@
 //
 // Legacy blocks (32 elements) go two per 512-bit vector and eight per step: VPDPBUSD sums
 // unsigned weight nibbles × signed activations, offsets (q - 8, q - 16) are subtracted with a
-// second VPDPBUSD of the constant against the activations, and an interleave tree leaves the
+// second VPDPBUSD of the constant against the activations (Q4_0: once per activation pair, the
+// start of each row's VPDPBUSD), and an interleave tree leaves the
 // sums of eight blocks in one vector, so each step needs one int->float conversion and one FMA.
 // K-quants use VPMADDUBSW for the 4-8 bit products and VPDPWSSD to apply the sub-block scales.
 #include "../nbits.h"
@@ -153,16 +154,21 @@ inline __m512i add_high_bits2(__m512i q, const uint8_t *qha, const uint8_t *qhb)
 // Decode streams each weight byte once and the hardware prefetcher alone leaves the core waiting:
 // the multi-row kernels prefetch every row this far ahead. Cold Q4_0 GEMV, 4 rows per call,
 // 3072x8192 (benchmarks/kernels.py), GB/s at 1 / 2 threads: none 10.8 / 20.3, 512 B 13.2 / 24.4,
-// 1 KiB 14.6 / 23.7, 2 KiB 14.8 / 28.3, 3 KiB 14.5 / 27.5, 4 KiB 14.0 / 26.9.
+// 1 KiB 14.6 / 23.7, 2 KiB 14.8 / 28.3, 3 KiB 14.5 / 27.5, 4 KiB 14.0 / 26.9. Rows of 3072
+// (1728 bytes, 16384x3072) stay at ~11.8 / 22.3 for any distance from 1 to 8 KiB.
 constexpr int64_t kPrefetchBytes = 2048;
 
-// Prefetch of bytes [pos, pos + bytes) of a row, kPrefetchBytes ahead; past the row's end the
-// target is the same place in the row R rows on, which the next call of an R-row kernel reads.
-inline void prefetch_ahead(const uint8_t *row, int64_t pos, int64_t bytes, int64_t row_bytes,
-                           int R) {
-    for (int64_t o = pos + kPrefetchBytes; o < pos + kPrefetchBytes + bytes; o += 64) {
-        const uint8_t *p = o < row_bytes ? row + o : row + (R - 1) * row_bytes + o;
-        _mm_prefetch(reinterpret_cast<const char *>(p), _MM_HINT_T0);
+// Prefetch of bytes [pos, pos + bytes) of a row, kPrefetchBytes ahead. Past the row's end the
+// target moves on to the row R rows on (as often as it takes: rows may be shorter than the
+// distance), which the next call of an R-row kernel reads; row_bytes > 0. Always inlined: a call
+// here would spill the kernel's vector registers.
+__attribute__((always_inline)) inline void prefetch_ahead(const uint8_t *row, int64_t pos,
+                                                          int64_t bytes, int64_t row_bytes, int R) {
+    int64_t o = pos + kPrefetchBytes;
+    while (o >= row_bytes) o -= row_bytes, row += R * row_bytes;
+    for (int64_t i = 0; i < bytes; i += 64, o += 64) {
+        if (o >= row_bytes) o -= row_bytes, row += R * row_bytes;
+        _mm_prefetch(reinterpret_cast<const char *>(row + o), _MM_HINT_T0);
     }
 }
 
@@ -225,16 +231,16 @@ void q4_0_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_0 
         }
         for (int h = 0; h < 2; ++h) {  // two independent steps of 8 blocks
             const int64_t i0 = ib + 8 * h;
-            __m512i xv[4], xo[4];
+            __m512i xv[4], xo[4];  // xo: -Σ 8·x, the start of every row's VPDPBUSD
             for (int p = 0; p < 4; ++p) {
                 xv[p] = load2x256(x[i0 + 2 * p].qs, x[i0 + 2 * p + 1].qs);
-                xo[p] = dpbusd(off, xv[p]);
+                xo[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dpbusd(off, xv[p]));
             }
             for (int r = 0; r < R; ++r) {
                 __m512i s[4];
                 for (int p = 0; p < 4; ++p) {
                     const block_q4_0 *b = wr[r] + i0 + 2 * p;
-                    s[p] = _mm512_sub_epi32(dpbusd(nibbles2_x16(b[0].qs, b[1].qs), xv[p]), xo[p]);
+                    s[p] = _mm512_dpbusd_epi32(xo[p], nibbles2_x16(b[0].qs, b[1].qs), xv[p]);
                 }
                 acc[r][h] = _mm512_fmadd_ps(spread8(d[r], h),
                                             _mm512_cvtepi32_ps(combine8(s[0], s[1], s[2], s[3])),
@@ -269,7 +275,8 @@ struct Q4_0Rows {
 
 float dot_q4_0_q8_0(int64_t n, const void *vw, const void *vx) {
     float y;
-    q4_0_rows<1>(n, static_cast<const uint8_t *>(vw), 0, static_cast<const block_q8_0 *>(vx), &y);
+    q4_0_rows<1>(n, static_cast<const uint8_t *>(vw), n / QK8_0 * (int64_t)sizeof(block_q4_0),
+                 static_cast<const block_q8_0 *>(vx), &y);
     return y;
 }
 
@@ -423,13 +430,15 @@ struct Q5_KRows {
 
 float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
     float y;
-    q45_K_rows<block_q4_K, 1>(n, static_cast<const uint8_t *>(vw), 0,
+    q45_K_rows<block_q4_K, 1>(n, static_cast<const uint8_t *>(vw),
+                              n / QK_K * (int64_t)sizeof(block_q4_K),
                               static_cast<const block_q8_K *>(vx), &y);
     return y;
 }
 float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
     float y;
-    q45_K_rows<block_q5_K, 1>(n, static_cast<const uint8_t *>(vw), 0,
+    q45_K_rows<block_q5_K, 1>(n, static_cast<const uint8_t *>(vw),
+                              n / QK_K * (int64_t)sizeof(block_q5_K),
                               static_cast<const block_q8_K *>(vx), &y);
     return y;
 }
@@ -499,7 +508,8 @@ struct Q6_KRows {
 
 float dot_q6_K_q8_K(int64_t n, const void *vw, const void *vx) {
     float y;
-    q6_K_rows<1>(n, static_cast<const uint8_t *>(vw), 0, static_cast<const block_q8_K *>(vx), &y);
+    q6_K_rows<1>(n, static_cast<const uint8_t *>(vw), n / QK_K * (int64_t)sizeof(block_q6_K),
+                 static_cast<const block_q8_K *>(vx), &y);
     return y;
 }
 
