@@ -1,7 +1,7 @@
 """phirt vs llama.cpp (llama-cpp-python) on the same GGUF file, the comparison issue 4 asks for.
 
     python benchmarks/compare_llamacpp.py MODEL [MODEL ...] [--pp 128,512] [--tg 128]
-        [--threads 1,2] [--reps 3] [--long-ctx] [--json]
+        [--threads 1,2] [--reps 3] [--long-ctx] [--kv-type f16|q8_0] [--json]
 
 Every repetition runs each engine in a fresh process of this script (``--worker phirt|llamacpp``),
 so peak RSS and load time are each engine's own; the repetitions alternate (phirt, llama.cpp,
@@ -19,8 +19,10 @@ then one measurement of every figure:
 The same random token ids and the same n_ctx go to both engines; llama.cpp gets
 ``Llama(path, n_ctx, n_threads=t, n_threads_batch=t, n_batch=512)``, ``eval(tokens)`` for prefill and
 ``eval([token])`` for decode, phirt ``phirt.load(path, n_threads=t, n_ctx)`` and
-``model.engine.eval`` (the calls ``python -m phirt bench`` makes). The table shows medians over the
-repetitions, ±half their range in percent, and the ratio phirt / llama.cpp.
+``model.engine.eval`` (the calls ``python -m phirt bench`` makes). ``--kv-type q8_0`` gives both
+engines a Q8_0 KV cache (phirt ``kv_type="q8_0"``; llama.cpp ``type_k = type_v = q8_0``, which
+needs its ``flash_attn``). The table shows medians over the repetitions, ±half their range in
+percent, and the ratio phirt / llama.cpp.
 """
 
 from __future__ import annotations
@@ -60,10 +62,10 @@ class Engine(Protocol):
 
 
 class PhirtEngine:
-    def __init__(self, path: str, n_ctx: int, threads: int) -> None:
+    def __init__(self, path: str, n_ctx: int, threads: int, kv_type: str) -> None:
         import phirt
 
-        self.model = phirt.load(path, n_threads=threads, n_ctx=n_ctx)
+        self.model = phirt.load(path, n_threads=threads, n_ctx=n_ctx, kv_type=kv_type)
         self.engine = self.model.engine
 
     def reset(self) -> None:
@@ -84,10 +86,11 @@ class PhirtEngine:
 
 
 class LlamaCppEngine:
-    def __init__(self, path: str, n_ctx: int, threads: int) -> None:
+    def __init__(self, path: str, n_ctx: int, threads: int, kv_type: str) -> None:
         import llama_cpp
 
         self._llama_cpp = llama_cpp
+        q8 = {"type_k": 8, "type_v": 8, "flash_attn": True} if kv_type == "q8_0" else {}
         self.llm = llama_cpp.Llama(
             model_path=path,
             n_ctx=n_ctx,
@@ -95,6 +98,7 @@ class LlamaCppEngine:
             n_threads_batch=threads,
             n_batch=N_BATCH,
             verbose=False,
+            **q8,
         )
         self.n_vocab = self.llm.n_vocab()
         self.threads = threads
@@ -119,7 +123,7 @@ class LlamaCppEngine:
         }
 
 
-OPENERS: dict[str, Callable[[str, int, int], Engine]] = {
+OPENERS: dict[str, Callable[[str, int, int, str], Engine]] = {
     "phirt": PhirtEngine,
     "llamacpp": LlamaCppEngine,
 }
@@ -147,7 +151,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement of every figure of one job ("main" or "long") with one engine."""
     tokens = job_tokens(args.vocab, args.seed)
     t0 = time.perf_counter()
-    engine = OPENERS[args.worker](args.model, args.n_ctx, args.threads)
+    engine = OPENERS[args.worker](args.model, args.n_ctx, args.threads, args.kv_type)
     engine.reset()
     engine.eval(tokens[:1])
     load_s = time.perf_counter() - t0
@@ -269,6 +273,8 @@ def run_job(
         str(vocab),
         "--seed",
         str(args.seed),
+        "--kv-type",
+        args.kv_type,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
@@ -325,6 +331,7 @@ def compare(model: str, threads: int, args: argparse.Namespace) -> dict[str, Any
         "size_gb": os.path.getsize(model) / 1e9,
         "threads": threads,
         "reps": args.reps,
+        "kv_type": args.kv_type,
         "n_ctx": {job: n_ctx_for(args, job) for job in jobs},
         "phirt_commit": git_describe(),
         "engines": info,
@@ -351,7 +358,7 @@ def format_table(res: dict[str, Any]) -> str:
     )
     head = [
         f"{Path(res['model']).name} ({res['size_gb']:.2f} GB), {res['threads']} threads, "
-        f"{res['reps']} interleaved reps, {ctx}",
+        f"{res['reps']} interleaved reps, {ctx}, {res['kv_type']} KV cache",
         f"  phirt {eng['phirt']['version']} ({res['phirt_commit']}): {eng['phirt']['backend']}",
         f"  llama.cpp (llama-cpp-python {eng['llamacpp']['version']}): "
         f"{eng['llamacpp']['backend']}",
@@ -443,6 +450,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3, help="repetitions per engine (3)")
     p.add_argument("--long-ctx", action="store_true", help=f"decode at ~{LONG_FAR} vs ~{LONG_NEAR}")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt token ids")
+    p.add_argument("--kv-type", choices=("f16", "q8_0"), default="f16", help="KV cache type (f16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     # internal: one engine in this process
     p.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)

@@ -343,16 +343,33 @@ py::array_t<float> gelu_py(const py::object &x_obj) {
     return y;
 }
 
+// A uint8 cache holds Q8_0 rows (attn_q8.h): hd / 32 blocks of 34 bytes; float16 holds hd values.
+bool is_q8_cache(const py::handle &obj) {
+    return py::isinstance<py::array>(obj) &&
+           py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<uint8_t>());
+}
+
+int64_t cache_row_bytes(bool q8, int64_t hd, const char *what) {
+    if (!q8) return hd;
+    if (hd % QK8_0 != 0)
+        throw py::value_error(std::string(what) +
+                              ": a Q8_0 cache needs head_dim to be a multiple " + "of 32, got " +
+                              std::to_string(hd));
+    return hd / QK8_0 * (int64_t)sizeof(block_q8_0);
+}
+
 py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj,
                                 const py::object &v_obj, int64_t pos0, float scale,
                                 int64_t window) {
     auto q = checked<float>(q_obj, "q", 3);
-    auto kc = checked<uint16_t>(k_obj, "k_cache", 3);
-    auto vc = checked<uint16_t>(v_obj, "v_cache", 3);
+    const bool q8 = is_q8_cache(k_obj);
+    auto kc = q8 ? checked<uint8_t>(k_obj, "k_cache", 3) : checked<uint16_t>(k_obj, "k_cache", 3);
+    auto vc = q8 ? checked<uint8_t>(v_obj, "v_cache", 3) : checked<uint16_t>(v_obj, "v_cache", 3);
     const int64_t m = q.shape(0), n_head = q.shape(1), hd = q.shape(2);
     const int64_t n_kv_head = kc.shape(0), n_ctx = kc.shape(1);
-    expect_shape(kc, "k_cache", {n_kv_head, n_ctx, hd});
-    expect_shape(vc, "v_cache", {n_kv_head, n_ctx, hd});
+    const int64_t row = cache_row_bytes(q8, hd, "attention");
+    expect_shape(kc, "k_cache", {n_kv_head, n_ctx, row});
+    expect_shape(vc, "v_cache", {n_kv_head, n_ctx, row});
     if (n_kv_head <= 0 || n_head % n_kv_head != 0)
         throw py::value_error("n_head=" + std::to_string(n_head) +
                               " is not a multiple of n_kv_head=" + std::to_string(n_kv_head));
@@ -363,28 +380,38 @@ py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj
     py::array_t<float> out({(py::ssize_t)m, (py::ssize_t)n_head, (py::ssize_t)hd});
     if (m == 0) return out;
     const float *qp = static_cast<const float *>(q.data());
-    const auto *kp = static_cast<const ggml_half *>(kc.data());
-    const auto *vp = static_cast<const ggml_half *>(vc.data());
     float *op = out.mutable_data();
     py::gil_scoped_release release;
-    attention(qp, kp, vp, m, n_head, n_kv_head, hd, n_ctx, pos0, scale, window, op);
+    if (q8)
+        attention_q8(qp, static_cast<const block_q8_0 *>(kc.data()),
+                     static_cast<const block_q8_0 *>(vc.data()), m, n_head, n_kv_head, hd, n_ctx,
+                     pos0, scale, window, op);
+    else
+        attention(qp, static_cast<const ggml_half *>(kc.data()),
+                  static_cast<const ggml_half *>(vc.data()), m, n_head, n_kv_head, hd, n_ctx, pos0,
+                  scale, window, op);
     return out;
 }
 
 void kv_store_py(const py::object &cache_obj, const py::object &x_obj, int64_t pos0) {
-    auto cache = checked<uint16_t>(cache_obj, "cache", 3, true);
+    const bool q8 = is_q8_cache(cache_obj);
+    auto cache = q8 ? checked<uint8_t>(cache_obj, "cache", 3, true)
+                    : checked<uint16_t>(cache_obj, "cache", 3, true);
     auto x = checked<float>(x_obj, "x", 3);
     const int64_t m = x.shape(0), n_head = x.shape(1), hd = x.shape(2);
     const int64_t n_ctx = cache.shape(1);
-    expect_shape(cache, "cache", {n_head, n_ctx, hd});
+    expect_shape(cache, "cache", {n_head, n_ctx, cache_row_bytes(q8, hd, "kv_store")});
     if (pos0 < 0 || m > n_ctx || pos0 > n_ctx - m)
         throw py::value_error(std::to_string(m) + " rows at position " + std::to_string(pos0) +
                               " do not fit the cache of " + std::to_string(n_ctx));
     if (m == 0) return;
     const float *xp = static_cast<const float *>(x.data());
-    auto *cp = static_cast<ggml_half *>(cache.mutable_data());
+    void *cp = cache.mutable_data();
     py::gil_scoped_release release;
-    kv_store(xp, m, n_head, hd, cp, n_ctx, pos0);
+    if (q8)
+        kv_store_q8(xp, m, n_head, hd, static_cast<block_q8_0 *>(cp), n_ctx, pos0);
+    else
+        kv_store(xp, m, n_head, hd, static_cast<ggml_half *>(cp), n_ctx, pos0);
 }
 
 // ---- ONNX MatMulNBits ------------------------------------------------------------------------
@@ -537,7 +564,8 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.def("attention", &attention_py, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
             py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
     mod.def("kv_store", &kv_store_py, py::arg("cache"), py::arg("x"), py::arg("pos0"),
-            "cache[:, pos0:pos0 + m] = x (m, n_head, hd) transposed, as float16");
+            "cache[:, pos0:pos0 + m] = x (m, n_head, hd) transposed, as float16 or, for a uint8 "
+            "cache, as Q8_0 rows");
 
     bind_nbits(mod);  // ONNX MatMulNBits
     bind_gguf(mod);   // GGUF string arrays

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "attn_q8.h"
 #include "dispatch.h"
 #include "threadpool.h"
 
@@ -133,6 +134,16 @@ void kv_store(const float *x, int64_t m, int64_t n_head, int64_t hd, ggml_half *
     });
 }
 
+void kv_store_q8(const float *x, int64_t m, int64_t n_head, int64_t hd, block_q8_0 *cache,
+                 int64_t n_ctx, int64_t pos0) {
+    const ConvertFn to_q8_0 = active_kernels().to_q8_0;
+    const int64_t nb = hd / QK8_0;
+    each_row(m, [&](int64_t r) {
+        for (int64_t h = 0; h < n_head; ++h)
+            to_q8_0(x + (r * n_head + h) * hd, cache + (h * n_ctx + pos0 + r) * nb, hd);
+    });
+}
+
 namespace {
 const std::vector<ggml_half> &gelu_table() {
     static const std::vector<ggml_half> table = [] {
@@ -214,6 +225,45 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
             for (int64_t j = 0; j < n_keys; ++j)
                 kern.axpy_f16(hd, fp16_to_fp32(p16[j]), vh + (lo + j) * hd, o);
         }
+    });
+}
+
+void attention_q8(const float *q, const block_q8_0 *k_cache, const block_q8_0 *v_cache, int64_t m,
+                  int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
+                  float scale, int64_t window, float *out) {
+    const DotKernels &kern = active_kernels();
+    const AttnQ8Kernels &attn = attn_q8_kernels();
+    const int64_t group = n_head / n_kv_head, nb = hd / QK8_0;
+    global_pool().run(m * n_head, [&](int64_t task, int) {
+        thread_local std::vector<float> scores;
+        thread_local std::vector<block_q8_0> q8;
+        const int64_t i = task / n_head, h = task % n_head, kvh = h / group;
+        const int64_t p = pos0 + i;
+        const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+        const int64_t n_keys = p - lo + 1;
+        if ((int64_t)scores.size() < n_keys) scores.resize(n_keys);
+        if ((int64_t)q8.size() < nb) q8.resize(nb);
+        kern.to_q8_0(q + task * hd, q8.data(), hd);
+        const block_q8_0 *kh = k_cache + (kvh * n_ctx + lo) * nb;
+        const block_q8_0 *vh = v_cache + (kvh * n_ctx + lo) * nb;
+        attn.scores(hd, n_keys, kh, q8.data(), scale, scores.data());
+        float max = -INFINITY;
+        for (int64_t j = 0; j < n_keys; ++j) max = std::max(max, scores[j]);
+        double sum = 0.0;
+        if (kern.exp_sum != nullptr) {
+            sum = kern.exp_sum(n_keys, max, scores.data());
+        } else {
+            for (int64_t j = 0; j < n_keys; ++j) {
+                const float e = std::exp(scores[j] - max);
+                scores[j] = e;
+                sum += (double)e;
+            }
+        }
+        float *o = out + task * hd;
+        std::fill(o, o + hd, 0.0f);
+        attn.values(hd, n_keys, scores.data(), vh, o);
+        const float inv = (float)(1.0 / sum);  // flash attention's division at the end
+        for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
     });
 }
 

@@ -34,6 +34,10 @@ void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t 
 void kv_store(const float *x, int64_t m, int64_t n_head, int64_t hd, ggml_half *cache,
               int64_t n_ctx, int64_t pos0);
 
+// The same into a Q8_0 cache (n_head, n_ctx, hd / 32 blocks), quantized as activations are.
+void kv_store_q8(const float *x, int64_t m, int64_t n_head, int64_t hd, block_q8_0 *cache,
+                 int64_t n_ctx, int64_t pos0);
+
 // GELU (tanh form) through ggml's f16 table: y = f16(gelu(f16(x))) for |x| < 10.
 void gelu(const float *x, int64_t n, float *y);
 
@@ -44,5 +48,12 @@ void gelu(const float *x, int64_t n, float *y);
 void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cache, int64_t m,
                int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
                float scale, int64_t window, float *out);
+
+// attention() over a Q8_0 cache (n_kv_head, n_ctx, hd / 32 blocks; hd a multiple of 32), with
+// llama.cpp's flash-attention numerics for that cache (attn_q8.h): q quantized to Q8_0, integer
+// block dots, f32 softmax weights, the division by their sum last.
+void attention_q8(const float *q, const block_q8_0 *k_cache, const block_q8_0 *v_cache, int64_t m,
+                  int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
+                  float scale, int64_t window, float *out);
 
 }  // namespace phirt

@@ -7,6 +7,7 @@ set(PHIRT_REFERENCE_SOURCES
     ${PHIRT_CPP_DIR}/quants_k.cpp
     ${PHIRT_CPP_DIR}/dot_ref.cpp
     ${PHIRT_CPP_DIR}/gemm_ref.cpp
+    ${PHIRT_CPP_DIR}/attn_q8_ref.cpp
     ${PHIRT_CPP_DIR}/nbits.cpp)  # ONNX MatMulNBits (spec numerics)
 set(PHIRT_SOURCES
     ${PHIRT_REFERENCE_SOURCES}
@@ -25,7 +26,11 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
         "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni")
-    list(APPEND PHIRT_SOURCES ${_avx2} ${_avx512})
+    # bit-identical to the reference: no contraction of its separate products and sums
+    set(_avx512_exact ${PHIRT_CPP_DIR}/x86/attn_q8_avx512.cpp)
+    set_source_files_properties(${_avx512_exact} PROPERTIES COMPILE_OPTIONS
+        "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-ffp-contract=off")
+    list(APPEND PHIRT_SOURCES ${_avx2} ${_avx512} ${_avx512_exact})
     list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_X86_SIMD)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
     set(_neon ${PHIRT_CPP_DIR}/arm/dot_neon.cpp)

@@ -33,20 +33,30 @@ def prompt_tokens(seed: int = 0) -> list[int]:
     return np.random.default_rng(seed).integers(3, 32000, size=PROMPT_LEN).tolist()
 
 
-def assert_same(path, n_ctx: int = N_CTX, seed: int = 0) -> None:
+# llama.cpp's settings for each phirt KV cache type: a q8_0 cache needs its flash-attention path.
+LLAMA_KV = {"f16": {}, "q8_0": {"type_k": 8, "type_v": 8, "flash_attn": True}}
+
+
+def assert_same(path, n_ctx: int = N_CTX, seed: int = 0, kv_type: str = "f16") -> None:
     import llama_cpp
 
     import phirt
 
     tokens = prompt_tokens(seed)
     llm = llama_cpp.Llama(
-        model_path=str(path), n_ctx=n_ctx, n_threads=2, n_batch=512, logits_all=True, verbose=False
+        model_path=str(path),
+        n_ctx=n_ctx,
+        n_threads=2,
+        n_batch=512,
+        logits_all=True,
+        verbose=False,
+        **LLAMA_KV[kv_type],
     )
     try:
         ref_logits, ref_tokens, ref_steps = llama_cpp_greedy(llm, tokens, CONTINUATION)
     finally:
         llm.close()
-    model = phirt.load(path, n_ctx=n_ctx, n_threads=2)
+    model = phirt.load(path, n_ctx=n_ctx, n_threads=2, kv_type=kv_type)
     got_logits, got_tokens = phirt_greedy(model, tokens, CONTINUATION)
     assert got_logits.shape == ref_logits.shape
     scale = np.abs(ref_logits).max() + 1.0
@@ -86,3 +96,20 @@ def test_phi2_matches_llama_cpp(models, qtype: str, variant: str) -> None:
 @pytest.mark.parametrize("qtype", QTYPES + ["Q4_1", "Q5_0", "Q5_1", "Q6_K", "Q5_K_M"])
 def test_llama_matches_llama_cpp(models, qtype: str) -> None:
     assert_same(models.llama(qtype, "gqa"))
+
+
+@pytest.mark.parametrize(
+    ("arch", "qtype", "variant"),
+    [
+        ("phi3", "F32", "gqa"),
+        ("phi3", "Q8_0", "plain"),
+        ("phi3", "Q4_K_M", "partial_rotary_tied"),
+        ("phi3", "Q4_0", "longrope"),
+        ("llama", "Q4_0", "gqa"),
+        ("llama", "Q4_1", "gqa"),
+    ],
+)
+def test_q8_0_kv_cache_matches_llama_cpp(models, arch: str, qtype: str, variant: str) -> None:
+    """kv_type q8_0 against llama.cpp with type_k = type_v = q8_0 (its flash-attention path):
+    the same quantized cache, integer score dots and f32 softmax weights (~1e-7 apart)."""
+    assert_same(getattr(models, arch)(qtype, variant), kv_type="q8_0")

@@ -417,6 +417,15 @@ def test_op_shape_mismatches_rejected() -> None:
     rejected(lambda: K.kv_store(cache[:, :, ::2], np.ones((3, 2, 2), np.float32), 0))
     cache.flags.writeable = False
     rejected(lambda: K.kv_store(cache, kv, 0))
+    q8, x = np.zeros((2, 6, 68), np.uint8), np.ones((3, 2, 64), np.float32)  # Q8_0 rows of 64
+    K.kv_store(q8, x, 0)
+    rejected(lambda: K.kv_store(np.zeros((2, 6, 64), np.uint8), x, 0))  # f16 row width
+    rejected(lambda: K.kv_store(np.zeros((2, 6, 51), np.uint8), np.ones((3, 2, 48), np.float32), 0))
+    q = np.ones((1, 4, 64), np.float32)
+    assert K.attention(q, q8, q8, 3, 0.1).shape == (1, 4, 64)
+    rejected(lambda: K.attention(q, q8, np.zeros((2, 6, 64), np.float16), 3, 0.1))
+    rejected(lambda: K.attention(q, q8, q8[:, :5].copy(), 3, 0.1))
+    rejected(lambda: K.attention(q, q8, q8, 6, 0.1))
 
 
 @PROPERTY

@@ -12,6 +12,7 @@ import phirt._kernels as K
 import pytest
 
 U = 2.0**-24
+Q8_0 = 8  # GGML type id
 
 
 def _seed(key: object) -> int:
@@ -211,6 +212,51 @@ def test_kv_store_rounds_as_numpy(each_isa: str) -> None:
     assert np.isnan(cache[2, 5, 7]) and np.isnan(want[2, 5, 7])
     cache[2, 5, 7] = want[2, 5, 7] = 0
     np.testing.assert_array_equal(cache.view(np.uint16), want.view(np.uint16), err_msg=each_isa)
+
+
+def q8_cache(x: np.ndarray) -> np.ndarray:
+    """(n_head, n_ctx, hd) floats -> a Q8_0 cache through kv_store (uint8 (n_head, n_ctx, hd/32·34))."""
+    n_head, n_ctx, hd = x.shape
+    cache = np.zeros((n_head, n_ctx, hd // 32 * 34), np.uint8)
+    K.kv_store(cache, np.ascontiguousarray(x.transpose(1, 0, 2)), 0)
+    return cache
+
+
+def test_kv_store_q8_0_quantizes_rows_as_activations(each_isa: str) -> None:
+    x = (np.random.default_rng(12).standard_normal((3, 10, 64)) * 5).astype(np.float32)
+    cache = np.full((3, 12, 68), 0xAB, np.uint8)
+    K.kv_store(cache, np.ascontiguousarray(x.transpose(1, 0, 2)), 2)
+    rows = K.quantize(int(Q8_0), x.reshape(-1, 64)).reshape(3, 10, 68)
+    np.testing.assert_array_equal(cache[:, 2:], rows, err_msg=each_isa)
+    assert (cache[:, :2] == 0xAB).all()
+
+
+@pytest.mark.parametrize(("hd", "window"), [(96, 0), (64, 5), (160, 0)])
+def test_attention_q8_0_cache(each_isa: str, hd: int, window: int) -> None:
+    """Against float64 softmax attention over the dequantized cache with q rounded to Q8_0 as the
+    kernel does: what is left is float32 rounding."""
+    rng = np.random.default_rng(hd + window)
+    m, n_head, n_kv, n_ctx, pos0 = 3, 4, 2, 40, 20
+    q = rng.standard_normal((m, n_head, hd)).astype(np.float32)
+    kc = q8_cache(rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32))
+    vc = q8_cache(rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32))
+    got = K.attention(q, kc, vc, pos0, 0.125, window)
+
+    def dequantized(cache: np.ndarray) -> np.ndarray:
+        rows = K.dequantize(int(Q8_0), cache.reshape(-1, cache.shape[-1]), hd)
+        return rows.reshape(n_kv, n_ctx, hd).astype(np.float64)
+
+    kd, vd = dequantized(kc), dequantized(vc)
+    q8 = K.dequantize(int(Q8_0), K.quantize(int(Q8_0), q.reshape(-1, hd)), hd).reshape(q.shape)
+    want = np.empty_like(got, dtype=np.float64)
+    for i in range(m):
+        p = pos0 + i
+        lo = max(0, p - window + 1) if window else 0
+        for h in range(n_head):
+            s = kd[h // 2, lo : p + 1] @ q8[i, h].astype(np.float64) * 0.125
+            w = np.exp(s - s.max())
+            want[i, h] = w @ vd[h // 2, lo : p + 1] / w.sum()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(vd).max(), err_msg=each_isa)
 
 
 def gelu_ref(x: np.ndarray) -> np.ndarray:

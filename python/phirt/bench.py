@@ -47,13 +47,19 @@ def peak_rss_mib() -> float:
 
 
 def run_bench(
-    path: str, pp: int, tg: int, reps: int, threads: int | None, n_ctx: int | None = None
+    path: str,
+    pp: int,
+    tg: int,
+    reps: int,
+    threads: int | None,
+    n_ctx: int | None = None,
+    kv_type: str = "f16",
 ) -> BenchResult:
     import phirt
     from phirt import _kernels as K
 
     t0 = time.perf_counter()
-    model = phirt.load(path, n_threads=threads, n_ctx=n_ctx or max(pp + tg, 16))
+    model = phirt.load(path, n_threads=threads, n_ctx=n_ctx or max(pp + tg, 16), kv_type=kv_type)
     engine = model.engine
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, min(model.n_vocab, model.tokenizer.vocab_size), size=pp).tolist()
@@ -111,7 +117,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from phirt.fetch import resolve_model
 
     result = run_bench(
-        resolve_model(args.model), args.pp, args.tg, args.reps, args.threads, args.ctx
+        resolve_model(args.model), args.pp, args.tg, args.reps, args.threads, args.ctx, args.kv_type
     )
     print(json.dumps(result.summary(), indent=2) if args.json else format_table(result))
     return 0
@@ -125,5 +131,6 @@ def add_bench_subcommand(sub: Any) -> None:
     p.add_argument("--reps", type=int, default=3, help="repetitions after a warm-up (default 3)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--ctx", type=int, default=None, help="context size (default pp + tg)")
+    p.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16", help="KV cache type")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bench)

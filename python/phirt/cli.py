@@ -18,6 +18,12 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=None, help="CPU threads (default: physical cores)"
     )
     p.add_argument("--ctx", type=int, default=None, help="context size in tokens (KV cache)")
+    p.add_argument(
+        "--kv-type",
+        choices=["f16", "q8_0"],
+        default="f16",
+        help="KV cache type: q8_0 halves its memory and long-context reads (default f16)",
+    )
     p.add_argument("--device", default="auto", help="auto or cpu (default: auto)")
     p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
@@ -45,7 +51,9 @@ def _load(args: argparse.Namespace) -> Any:
     from phirt.fetch import resolve_model
 
     args.model = resolve_model(args.model)
-    return phirt.load(args.model, n_threads=args.threads, n_ctx=args.ctx, device=args.device)
+    return phirt.load(
+        args.model, n_threads=args.threads, n_ctx=args.ctx, device=args.device, kv_type=args.kv_type
+    )
 
 
 def _print_stats(model: Any) -> None:

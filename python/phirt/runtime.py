@@ -152,9 +152,11 @@ def load(
     n_threads: int | None = None,
     n_ctx: int | None = None,
     device: str = "auto",
+    kv_type: str = "f16",
 ) -> Model:
     """Load a GGUF model. device: "auto" (best available backend, see Model.backend_reason) or
-    "cpu" (phirt's own kernels)."""
+    "cpu" (phirt's own kernels). kv_type: "f16" (llama.cpp's default) or "q8_0", which halves
+    the KV cache's memory and what each token reads of it at long context."""
     selection = select_backend(device)
-    engine = NativeEngine(path, n_ctx=n_ctx, n_threads=n_threads)
+    engine = NativeEngine(path, n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type)
     return Model(engine, selection.reason)

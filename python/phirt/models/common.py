@@ -171,15 +171,28 @@ def _wrap(gguf: Any, t: Any) -> Any:
     return K.QMatrix(t.data, t.ggml_type, n, k)
 
 
-class KVCache:
-    """f16 keys and values for every layer: k[layer] is (n_head_kv, n_ctx, head_dim)."""
+KV_TYPES = ("f16", "q8_0")
 
-    def __init__(self, cfg: DecoderConfig, n_ctx: int) -> None:
-        shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim)
+
+class KVCache:
+    """Keys and values for every layer: k[layer] is (n_head_kv, n_ctx, head_dim) f16, or with
+    kv_type "q8_0" (n_head_kv, n_ctx, head_dim / 32 · 34) bytes of Q8_0 blocks: half the memory,
+    and half the bytes each decoded token reads at long context (attn_q8.h)."""
+
+    def __init__(self, cfg: DecoderConfig, n_ctx: int, kv_type: str = "f16") -> None:
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+        if kv_type == "q8_0":
+            if cfg.head_dim % 32:
+                raise ValueError(f"a q8_0 KV cache needs head_dim % 32 == 0, got {cfg.head_dim}")
+            shape, dtype = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim // 32 * 34), np.uint8
+        else:
+            shape, dtype = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim), np.float16
         # np.zeros maps fresh pages lazily: memory is committed as the context fills.
-        self.k = np.zeros(shape, dtype=np.float16)
-        self.v = np.zeros(shape, dtype=np.float16)
+        self.k = np.zeros(shape, dtype=dtype)
+        self.v = np.zeros(shape, dtype=dtype)
         self.n_ctx = n_ctx
+        self.kv_type = kv_type
 
     def store(self, layer: int, pos0: int, k: np.ndarray, v: np.ndarray) -> None:
         """Write k, v (m, n_head_kv, head_dim) float32 at positions [pos0, pos0 + m)."""

@@ -1,0 +1,33 @@
+// Attention over a Q8_0 KV cache: each cached row of head_dim values is head_dim/32 Q8_0 blocks,
+// 34 bytes per 32 values instead of 64, so decoding at long context reads half the bytes. The
+// numerics are llama.cpp's flash-attention path for a q8_0 cache (type_k = type_v = q8_0): q is
+// quantized to Q8_0 like the activations, each score is an integer block dot, and values are
+// accumulated in f32 with unnormalized softmax weights, divided by their sum at the end.
+#pragma once
+
+#include <cstdint>
+
+#include "formats.h"
+
+namespace phirt {
+
+// scores[j] = scale · Σ_b (d_k[j][b] · d_q[b]) · Σ_i k[j][b][i] · q[b][i], blocks b in order, for
+// n rows of k (hd / 32 blocks each, consecutive).
+using AttnQ8ScoresFn = void (*)(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
+                                float scale, float *scores);
+// o[d] = o[d] + (d_v[j][b] · v[j][d]) · p[j] for j = 0..n-1 in order (a product, then a sum: no
+// fused multiply-add, so every ISA gives the same bits).
+using AttnQ8ValuesFn = void (*)(int64_t hd, int64_t n, const float *p, const block_q8_0 *v,
+                                float *o);
+
+struct AttnQ8Kernels {
+    AttnQ8ScoresFn scores;
+    AttnQ8ValuesFn values;
+};
+
+const AttnQ8Kernels &attn_q8_kernels_ref();     // attn_q8_ref.cpp: the spec
+const AttnQ8Kernels *attn_q8_kernels_avx512();  // nullptr where not compiled in
+// The twin for the active ISA (the reference where there is none).
+const AttnQ8Kernels &attn_q8_kernels();
+
+}  // namespace phirt

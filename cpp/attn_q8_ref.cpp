@@ -1,0 +1,59 @@
+// Scalar spec of the Q8_0 KV cache attention loops (attn_q8.h); compiled without FMA contraction.
+#include <cstring>
+
+#include "attn_q8.h"
+#include "dispatch.h"
+
+namespace phirt {
+
+namespace {
+
+void scores_ref(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q, float scale,
+                float *scores) {
+    const int64_t nb = hd / QK8_0;
+    for (int64_t j = 0; j < n; ++j) {
+        const block_q8_0 *row = k + j * nb;
+        float s = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+            int32_t sum = 0;
+            for (int i = 0; i < QK8_0; ++i) sum += (int32_t)row[b].qs[i] * q[b].qs[i];
+            s += (float)sum * (fp16_to_fp32(row[b].d) * fp16_to_fp32(q[b].d));
+        }
+        scores[j] = s * scale;
+    }
+}
+
+void values_ref(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o) {
+    const int64_t nb = hd / QK8_0;
+    for (int64_t j = 0; j < n; ++j) {
+        const block_q8_0 *row = v + j * nb;
+        for (int64_t b = 0; b < nb; ++b) {
+            const float d = fp16_to_fp32(row[b].d);
+            for (int i = 0; i < QK8_0; ++i) {
+                const float x = d * (float)row[b].qs[i];  // exact: 11 × 8 significant bits
+                o[b * QK8_0 + i] = o[b * QK8_0 + i] + x * p[j];
+            }
+        }
+    }
+}
+
+}  // namespace
+
+const AttnQ8Kernels &attn_q8_kernels_ref() {
+    static const AttnQ8Kernels k{scores_ref, values_ref};
+    return k;
+}
+
+#if !defined(PHIRT_HAVE_X86_SIMD)
+const AttnQ8Kernels *attn_q8_kernels_avx512() {
+    return nullptr;
+}
+#endif
+
+const AttnQ8Kernels &attn_q8_kernels() {
+    const AttnQ8Kernels *simd = attn_q8_kernels_avx512();
+    if (simd != nullptr && std::strcmp(active_kernels().isa, "avx512") == 0) return *simd;
+    return attn_q8_kernels_ref();
+}
+
+}  // namespace phirt
