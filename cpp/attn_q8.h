@@ -15,8 +15,8 @@ namespace phirt {
 // n rows of k (hd / 32 blocks each, consecutive).
 using AttnQ8ScoresFn = void (*)(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
                                 float scale, float *scores);
-// o[d] = o[d] + (d_v[j][b] · v[j][d]) · p[j] for j = 0..n-1 in order (a product, then a sum: no
-// fused multiply-add, so every ISA gives the same bits).
+// o[d] = fma(v[j][d], d_v[j][b] · p[j], o[d]) for j = 0..n-1 in order (one rounded product of the
+// block scale and the weight, then a fused multiply-add: every ISA gives the same bits).
 using AttnQ8ValuesFn = void (*)(int64_t hd, int64_t n, const float *p, const block_q8_0 *v,
                                 float *o);
 

@@ -1,4 +1,5 @@
 // Scalar spec of the Q8_0 KV cache attention loops (attn_q8.h); compiled without FMA contraction.
+#include <cmath>
 #include <cstring>
 
 #include "attn_q8.h"
@@ -28,11 +29,9 @@ void values_ref(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, floa
     for (int64_t j = 0; j < n; ++j) {
         const block_q8_0 *row = v + j * nb;
         for (int64_t b = 0; b < nb; ++b) {
-            const float d = fp16_to_fp32(row[b].d);
-            for (int i = 0; i < QK8_0; ++i) {
-                const float x = d * (float)row[b].qs[i];  // exact: 11 × 8 significant bits
-                o[b * QK8_0 + i] = o[b * QK8_0 + i] + x * p[j];
-            }
+            const float w = fp16_to_fp32(row[b].d) * p[j];
+            for (int i = 0; i < QK8_0; ++i)
+                o[b * QK8_0 + i] = std::fma((float)row[b].qs[i], w, o[b * QK8_0 + i]);
         }
     }
 }

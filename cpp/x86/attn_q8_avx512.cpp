@@ -1,5 +1,6 @@
 // AVX-512 VNNI twin of attn_q8_ref.cpp, bit-identical to it: block sums are exact integers and the
-// float operations are the reference's, in its order (built without FMA contraction).
+// float operations are the reference's, in its order (built without FMA contraction; F16C's
+// conversion is exact, like the reference's).
 #include <immintrin.h>
 
 #include "../attn_q8.h"
@@ -20,31 +21,69 @@ inline int32_t block_dot(const int8_t *a, const int8_t *b) {
     return _mm_cvtsi128_si32(h);
 }
 
+// VPDPBUSD partial sums (8 lanes) of one block of a key row with the same block of q.
+inline __m256i block_lanes(const int8_t *k, const int8_t *q) {
+    const __m256i vk = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(k));
+    const __m256i vq = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(q));
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(vk),
+                               _mm256_sign_epi8(vq, vk));
+}
+
+// The 8 lane sums of v[0..7] as one vector (lane j = Σ v[j]): a transposing add tree, exact.
+inline __m256i sum8x8(const __m256i v[8]) {
+    const __m256i g0 =
+        _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i g1 =
+        _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20),
+                            _mm256_permute2x128_si256(g0, g1, 0x31));
+}
+
 void scores_avx512(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q, float scale,
                    float *scores) {
     const int64_t nb = hd / QK8_0;
-    float dq[8];
-    for (int64_t b = 0; b < nb && b < 8; ++b) dq[b] = fp16_to_fp32(q[b].d);
-    for (int64_t j = 0; j < n; ++j) {
+    const int64_t stride = nb * (int64_t)sizeof(block_q8_0);  // bytes from one key row to the next
+    const __m256i d_offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                 _mm256_set1_epi32((int)stride));
+    int64_t j = 0;
+    // 8 keys at a time: lane j of every vector belongs to key j, and each key's float sum runs
+    // over its blocks in order, as the reference's does.
+    for (; j + 8 <= n && stride * 8 < (int64_t(1) << 31); j += 8) {
+        const block_q8_0 *rows = k + j * nb;
+        _mm_prefetch(reinterpret_cast<const char *>(rows + 16 * nb), _MM_HINT_T0);
+        __m256 s = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) {
+            __m256i lanes[8];
+            for (int r = 0; r < 8; ++r) lanes[r] = block_lanes(rows[r * nb + b].qs, q[b].qs);
+            // the 8 keys' f16 scales: 32-bit gathers whose low halves are the d fields
+            const __m256i dk32 =
+                _mm256_i32gather_epi32(reinterpret_cast<const int *>(&rows[b].d), d_offsets, 1);
+            const __m256 dk = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dk32));
+            const __m256 d = _mm256_mul_ps(dk, _mm256_set1_ps(_cvtsh_ss(q[b].d)));
+            s = _mm256_add_ps(s, _mm256_mul_ps(_mm256_cvtepi32_ps(sum8x8(lanes)), d));
+        }
+        _mm256_storeu_ps(scores + j, _mm256_mul_ps(s, _mm256_set1_ps(scale)));
+    }
+    for (; j < n; ++j) {
         const block_q8_0 *row = k + j * nb;
-        if (j + 8 < n) _mm_prefetch(reinterpret_cast<const char *>(row + 8 * nb), _MM_HINT_T0);
         float s = 0.0f;
         for (int64_t b = 0; b < nb; ++b) {
-            const float d = fp16_to_fp32(row[b].d) * (b < 8 ? dq[b] : fp16_to_fp32(q[b].d));
+            const float d = _cvtsh_ss(row[b].d) * _cvtsh_ss(q[b].d);
             s += (float)block_dot(row[b].qs, q[b].qs) * d;
         }
         scores[j] = s * scale;
     }
 }
 
-// o += (d · v_j) · p_j for one block column of 32 outputs held in two registers.
+// o = fma(v_j, d · p_j, o) for one block column of 32 outputs held in two registers.
 inline void add_block(const block_q8_0 &blk, float pj, __m512 &lo, __m512 &hi) {
-    const __m512 d = _mm512_set1_ps(fp16_to_fp32(blk.d)), p = _mm512_set1_ps(pj);
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(blk.qs));
-    const __m512 x0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
-    const __m512 x1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
-    lo = _mm512_add_ps(lo, _mm512_mul_ps(_mm512_mul_ps(d, x0), p));
-    hi = _mm512_add_ps(hi, _mm512_mul_ps(_mm512_mul_ps(d, x1), p));
+    const __m512 w = _mm512_set1_ps(_cvtsh_ss(blk.d) * pj);
+    const __m512 x0 = _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk.qs))));
+    const __m512 x1 = _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(blk.qs + 16))));
+    lo = _mm512_fmadd_ps(x0, w, lo);
+    hi = _mm512_fmadd_ps(x1, w, hi);
 }
 
 // Head dims of NB blocks (64, 96, 128): every output stays in registers across all n rows, which
