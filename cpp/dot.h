@@ -69,6 +69,10 @@ struct DotKernels {
     VecDotRowsFn q4_K_q8_K_rows;
     VecDotRowsFn q5_K_q8_K_rows;
     VecDotRowsFn q6_K_q8_K_rows;
+    VecDotRowsFn q4_1_q8_1_rows;
+    VecDotRowsFn q5_0_q8_0_rows;
+    VecDotRowsFn q5_1_q8_1_rows;
+    VecDotRowsFn q8_0_q8_0_rows;
 };
 
 // The scalar reference table (always available).

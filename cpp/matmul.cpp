@@ -32,16 +32,16 @@ bool act_format(const DotKernels &kern, int type, ActFormat *f) {
             *f = {kern.to_q8_0, kern.q4_0_q8_0, QK8_0, sizeof(block_q8_0), kern.q4_0_q8_0_rows};
             return true;
         case GgmlType::Q5_0:
-            *f = {kern.to_q8_0, kern.q5_0_q8_0, QK8_0, sizeof(block_q8_0)};
+            *f = {kern.to_q8_0, kern.q5_0_q8_0, QK8_0, sizeof(block_q8_0), kern.q5_0_q8_0_rows};
             return true;
         case GgmlType::Q8_0:
-            *f = {kern.to_q8_0, kern.q8_0_q8_0, QK8_0, sizeof(block_q8_0)};
+            *f = {kern.to_q8_0, kern.q8_0_q8_0, QK8_0, sizeof(block_q8_0), kern.q8_0_q8_0_rows};
             return true;
         case GgmlType::Q4_1:
-            *f = {kern.to_q8_1, kern.q4_1_q8_1, QK8_1, sizeof(block_q8_1)};
+            *f = {kern.to_q8_1, kern.q4_1_q8_1, QK8_1, sizeof(block_q8_1), kern.q4_1_q8_1_rows};
             return true;
         case GgmlType::Q5_1:
-            *f = {kern.to_q8_1, kern.q5_1_q8_1, QK8_1, sizeof(block_q8_1)};
+            *f = {kern.to_q8_1, kern.q5_1_q8_1, QK8_1, sizeof(block_q8_1), kern.q5_1_q8_1_rows};
             return true;
         case GgmlType::Q4_K:
             *f = {kern.to_q8_K, kern.q4_K_q8_K, QK_K, sizeof(block_q8_K), kern.q4_K_q8_K_rows};

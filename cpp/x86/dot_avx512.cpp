@@ -6,10 +6,11 @@
 // baseline caller through the linker. Activation converters and axpy come from x86_common.h.
 //
 // Legacy blocks (32 elements) go two per 512-bit vector and eight per step: VPDPBUSD sums
-// unsigned weight nibbles × signed activations, offsets (q - 8, q - 16) are subtracted with a
-// second VPDPBUSD of the constant against the activations (Q4_0: once per activation pair, the
-// start of each row's VPDPBUSD), and an interleave tree leaves the
+// unsigned weight nibbles × signed activations (Q8_0: weights biased by 128), offsets (q - 8,
+// q - 16, the bias) are subtracted with a second VPDPBUSD of the constant against the activations,
+// once per activation pair, the start of each row's VPDPBUSD; an interleave tree leaves the
 // sums of eight blocks in one vector, so each step needs one int->float conversion and one FMA.
+// Decode runs up to 4 rows per call sharing the activation side (dot_rows).
 // K-quants use VPMADDUBSW for the 4-8 bit products and VPDPWSSD to apply the sub-block scales.
 #include "../nbits.h"
 #include "x86_common.h"
@@ -49,21 +50,6 @@ inline __m512 halves_product(__m512i a, __m512i b) {
                          _mm512_cvtph_ps(_mm512_cvtepi32_epi16(b)));
 }
 
-// d_w·d_x (and m_w·s_x) of 16 blocks in scale_order(). Each gather reads the 4 bytes at a
-// block's start (d, then m or s or the first quants), which stay inside the block.
-struct GatherScales {
-    int sw, sx;
-    void operator()(const uint8_t *w, const uint8_t *x, __m512 *d, __m512 *m) const {
-        const __m512i order = scale_order();
-        const __m512i gw =
-            _mm512_i32gather_epi32(_mm512_mullo_epi32(order, _mm512_set1_epi32(sw)), w, 1);
-        const __m512i gx =
-            _mm512_i32gather_epi32(_mm512_mullo_epi32(order, _mm512_set1_epi32(sx)), x, 1);
-        *d = halves_product(gw, gx);
-        if (m != nullptr) *m = halves_product(_mm512_srli_epi32(gw, 16), _mm512_srli_epi32(gx, 16));
-    }
-};
-
 // Int32 partial sums of 8 blocks given as pairs [i ×8 | i+1 ×8] -> one vector whose 128-bit
 // lanes hold blocks (0 2 4 6), (0 2 4 6), (1 3 5 7), (1 3 5 7).
 inline __m512i combine8(__m512i r01, __m512i r23, __m512i r45, __m512i r67) {
@@ -78,44 +64,6 @@ inline __m512i combine8(__m512i r01, __m512i r23, __m512i r45, __m512i r67) {
 inline __m512 spread8(__m512 s, int h) {
     return h == 0 ? _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(1, 1, 0, 0))
                   : _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(3, 3, 2, 2));
-}
-
-// Σ_b d_w·d_x·(integer dot of block b) [+ Σ_b m_w·s_x when kMins].
-// pair(i): int32 partial sums [block i ×8 | block i+1 ×8]; one(i): 8 partial sums of block i.
-// kHi16: pair() leaves the 2nd and 4th 128-bit lanes 16× too large (see nibbles2_x16).
-template <bool kMins, bool kHi16 = false, class Scales, class Pair, class One>
-float sum_blocks(const void *vw, int sw, const void *vx, int sx, int64_t nb, Scales scales,
-                 Pair pair, One one) {
-    const auto *w = static_cast<const uint8_t *>(vw);
-    const auto *x = static_cast<const uint8_t *>(vx);
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
-    int64_t ib = 0;
-    for (; ib + 16 <= nb; ib += 16) {  // two independent steps of 8 blocks
-        __m512 d, m;
-        scales(w + ib * sw, x + ib * sx, &d, kMins ? &m : nullptr);
-        const __m512i r0 = combine8(pair(ib), pair(ib + 2), pair(ib + 4), pair(ib + 6));
-        const __m512i r1 = combine8(pair(ib + 8), pair(ib + 10), pair(ib + 12), pair(ib + 14));
-        acc0 = _mm512_fmadd_ps(spread8(d, 0), _mm512_cvtepi32_ps(r0), acc0);
-        acc1 = _mm512_fmadd_ps(spread8(d, 1), _mm512_cvtepi32_ps(r1), acc1);
-        if (kMins) accm = _mm512_add_ps(accm, m);
-    }
-    __m512 acc = _mm512_add_ps(acc0, acc1);
-    if (kHi16)  // the 2nd and 4th 128-bit lanes accumulated 16× sums
-        acc = _mm512_mul_ps(acc, _mm512_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f,  //
-                                                1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f));
-    __m256 tail = _mm256_setzero_ps();
-    float summ = 0.0f;
-    for (; ib < nb; ++ib) {
-        ggml_half h[4];
-        std::memcpy(h, w + ib * sw, kMins ? 4 : 2);
-        std::memcpy(h + 2, x + ib * sx, kMins ? 4 : 2);
-        tail = _mm256_fmadd_ps(_mm256_set1_ps(h2f(h[0]) * h2f(h[2])), _mm256_cvtepi32_ps(one(ib)),
-                               tail);
-        if (kMins) summ += h2f(h[1]) * h2f(h[3]);
-    }
-    float sum = _mm512_reduce_add_ps(acc) + hsum(tail);
-    if (kMins) sum += _mm512_reduce_add_ps(accm) + summ;
-    return sum;
 }
 
 // Nibbles of blocks a and b as bytes, [a elements 0..31 | b elements 0..31]: each 16-byte qs is
@@ -190,10 +138,10 @@ void dot_rows(int64_t n, const void *vw, int64_t row_bytes, int nr, const void *
     }
 }
 
-// Q4_0 rows w_r = w + r·row_bytes (r < R) against one activation row, in sum_blocks's lanes and
-// float order; the one-row dot is R = 1, so each y[r] is the one-row dot's bit for bit. What R > 1
-// shares is the activation side: its loads, its scale gather and conversion, and the
-// Σ 8·x term, an integer VPDPBUSD done once per activation pair instead of once per row.
+// Q4_0 rows w_r = w + r·row_bytes (r < R) against one activation row, in combine8's lanes; the
+// one-row dot is R = 1, so each y[r] is the one-row dot's bit for bit. What R > 1 shares is the
+// activation side: its loads, its scale gather and conversion, and the Σ 8·x term, an integer
+// VPDPBUSD done once per activation pair instead of once per row.
 template <int R>
 void q4_0_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_0 *x, float *y) {
     const int64_t nb = n / QK8_0;
@@ -280,66 +228,184 @@ float dot_q4_0_q8_0(int64_t n, const void *vw, const void *vx) {
     return y;
 }
 
+// The other legacy types share one R-row kernel (combine8's lanes, the same float order), so again
+// each y[r] is the one-row dot's (R = 1) bit for bit. A type is a policy K: act() loads an
+// activation pair once for all rows, with the start of each row's VPDPBUSD (minus any offset
+// term that depends only on the activations, exact in int32); pair() is one row's int32 sums of
+// two blocks, one() one block's for the tail.
+struct ActPair {
+    __m512i v, start;
+};
+
+// Q4_1: Σ d_w·d_x·Σq·x + Σ m_w·s_x, nibbles kept 16× in the high lanes (nibbles2_x16).
+struct Q4_1Legacy {
+    using W = block_q4_1;
+    using X = block_q8_1;
+    static constexpr bool kMins = true, kHi16 = true;
+    static ActPair act(const X *x) { return {load2x256(x[0].qs, x[1].qs), _mm512_setzero_si512()}; }
+    static __m512i pair(const W *w, const ActPair &a) {
+        return _mm512_dpbusd_epi32(a.start, nibbles2_x16(w[0].qs, w[1].qs), a.v);
+    }
+    static __m256i one(const W *w, const X *x) { return dpbusd(nibbles(w->qs), load256(x->qs)); }
+};
+
+// Q5_0: Σ(q - 16)·x, the -Σ 16·x shared by the rows.
+struct Q5_0Legacy {
+    using W = block_q5_0;
+    using X = block_q8_0;
+    static constexpr bool kMins = false, kHi16 = false;
+    static ActPair act(const X *x) {
+        const __m512i v = load2x256(x[0].qs, x[1].qs);
+        return {v, _mm512_sub_epi32(_mm512_setzero_si512(), dpbusd(_mm512_set1_epi8(16), v))};
+    }
+    static __m512i pair(const W *w, const ActPair &a) {
+        const __m512i q = add_high_bits2(nibbles2(w[0].qs, w[1].qs), w[0].qh, w[1].qh);
+        return _mm512_dpbusd_epi32(a.start, q, a.v);
+    }
+    static __m256i one(const W *w, const X *x) {
+        const __m256i xv = load256(x->qs);
+        const __m256i q = _mm256_or_si256(nibbles(w->qs), q5_high_bits(w->qh));
+        return _mm256_sub_epi32(dpbusd(q, xv), dpbusd(_mm256_set1_epi8(16), xv));
+    }
+};
+
+// Q5_1: Σ d_w·d_x·Σq·x + Σ m_w·s_x.
+struct Q5_1Legacy {
+    using W = block_q5_1;
+    using X = block_q8_1;
+    static constexpr bool kMins = true, kHi16 = false;
+    static ActPair act(const X *x) { return {load2x256(x[0].qs, x[1].qs), _mm512_setzero_si512()}; }
+    static __m512i pair(const W *w, const ActPair &a) {
+        const __m512i q = add_high_bits2(nibbles2(w[0].qs, w[1].qs), w[0].qh, w[1].qh);
+        return _mm512_dpbusd_epi32(a.start, q, a.v);
+    }
+    static __m256i one(const W *w, const X *x) {
+        return dpbusd(_mm256_or_si256(nibbles(w->qs), q5_high_bits(w->qh)), load256(x->qs));
+    }
+};
+
+// Q8_0 (signed × signed): the weights are biased to unsigned, Σ(w + 128)·x - 128·Σx, exact for
+// all bytes; -128·Σx is the activations' alone, so the rows share it and each row costs one
+// XOR and one VPDPBUSD per pair.
+struct Q8_0Legacy {
+    using W = block_q8_0;
+    using X = block_q8_0;
+    static constexpr bool kMins = false, kHi16 = false;
+    static ActPair act(const X *x) {
+        const __m512i v = load2x256(x[0].qs, x[1].qs);
+        return {v,
+                _mm512_sub_epi32(_mm512_setzero_si512(), dpbusd(_mm512_set1_epi8((char)0x80), v))};
+    }
+    static __m512i pair(const W *w, const ActPair &a) {
+        const __m512i wu =
+            _mm512_xor_si512(load2x256(w[0].qs, w[1].qs), _mm512_set1_epi8((char)0x80));
+        return _mm512_dpbusd_epi32(a.start, wu, a.v);
+    }
+    static __m256i one(const W *w, const X *x) {
+        const __m256i xv = load256(x->qs);
+        const __m256i wu = _mm256_xor_si256(load256(w->qs), _mm256_set1_epi8((char)0x80));
+        return _mm256_sub_epi32(dpbusd(wu, xv), dpbusd(_mm256_set1_epi8((char)0x80), xv));
+    }
+};
+
+// Rows w_r = w + r·row_bytes (r < R) of K::W blocks against one activation row. Shared by the
+// rows: the activation loads and offset terms, the activation scale gather and its conversion.
+// The 4 bytes gathered at each block's start are d then m (or s, or the first quants): all inside
+// the block.
+template <class K, int R>
+void legacy_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const typename K::X *x, float *y) {
+    using W = typename K::W;
+    const int64_t nb = n / QK8_0;
+    const W *wr[R];
+    for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const W *>(w + r * row_bytes);
+    __m512 acc[R][2], accm[R];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = accm[r] = _mm512_setzero_ps();
+    int64_t ib = 0;
+    for (; ib + 16 <= nb; ib += 16) {
+        const __m512i gx = _mm512_i32gather_epi32(
+            _mm512_mullo_epi32(scale_order(), _mm512_set1_epi32(sizeof(*x))), x + ib, 1);
+        const __m512 dx = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(gx));
+        for (int r = 0; r < R; ++r)
+            prefetch_ahead(w + r * row_bytes, ib * (int64_t)sizeof(W), 16 * sizeof(W), row_bytes,
+                           R);
+        __m512 d[R];
+        for (int r = 0; r < R; ++r) {
+            const __m512i gw = _mm512_i32gather_epi32(
+                _mm512_mullo_epi32(scale_order(), _mm512_set1_epi32(sizeof(W))), wr[r] + ib, 1);
+            d[r] = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(gw)), dx);
+            if (K::kMins)
+                accm[r] = _mm512_add_ps(
+                    accm[r], halves_product(_mm512_srli_epi32(gw, 16), _mm512_srli_epi32(gx, 16)));
+        }
+        for (int h = 0; h < 2; ++h) {  // two independent steps of 8 blocks
+            const int64_t i0 = ib + 8 * h;
+            ActPair a[4];
+            for (int p = 0; p < 4; ++p) a[p] = K::act(x + i0 + 2 * p);
+            for (int r = 0; r < R; ++r) {
+                __m512i s[4];
+                for (int p = 0; p < 4; ++p) s[p] = K::pair(wr[r] + i0 + 2 * p, a[p]);
+                acc[r][h] = _mm512_fmadd_ps(spread8(d[r], h),
+                                            _mm512_cvtepi32_ps(combine8(s[0], s[1], s[2], s[3])),
+                                            acc[r][h]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        __m512 a = _mm512_add_ps(acc[r][0], acc[r][1]);
+        if (K::kHi16)  // the 2nd and 4th 128-bit lanes accumulated 16× sums
+            a = _mm512_mul_ps(a, _mm512_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f,  //
+                                                1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f));
+        __m256 tail = _mm256_setzero_ps();
+        float summ = 0.0f;
+        for (int64_t i = ib; i < nb; ++i) {
+            ggml_half h[4];  // d, m of the weight block; d, s of the activation block
+            std::memcpy(h, wr[r] + i, K::kMins ? 4 : 2);
+            std::memcpy(h + 2, x + i, K::kMins ? 4 : 2);
+            tail = _mm256_fmadd_ps(_mm256_set1_ps(h2f(h[0]) * h2f(h[2])),
+                                   _mm256_cvtepi32_ps(K::one(wr[r] + i, x + i)), tail);
+            if (K::kMins) summ += h2f(h[1]) * h2f(h[3]);
+        }
+        float sum = _mm512_reduce_add_ps(a) + hsum(tail);
+        if (K::kMins) sum += _mm512_reduce_add_ps(accm[r]) + summ;
+        y[r] = sum;
+    }
+}
+
+template <class K, int R>
+struct LegacyRows {
+    static void run(int64_t n, const uint8_t *w, int64_t rb, const typename K::X *x, float *y) {
+        legacy_rows<K, R>(n, w, rb, x, y);
+    }
+};
+template <int R>
+using Q4_1Rows = LegacyRows<Q4_1Legacy, R>;
+template <int R>
+using Q5_0Rows = LegacyRows<Q5_0Legacy, R>;
+template <int R>
+using Q5_1Rows = LegacyRows<Q5_1Legacy, R>;
+template <int R>
+using Q8_0Rows = LegacyRows<Q8_0Legacy, R>;
+
+template <class K>
+float legacy_dot(int64_t n, const void *vw, const void *vx) {
+    float y;
+    legacy_rows<K, 1>(n, static_cast<const uint8_t *>(vw),
+                      n / QK8_0 * (int64_t)sizeof(typename K::W),
+                      static_cast<const typename K::X *>(vx), &y);
+    return y;
+}
+
 float dot_q4_1_q8_1(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q4_1 *>(vw);
-    const auto *x = static_cast<const block_q8_1 *>(vx);
-    return sum_blocks<true, true>(
-        w, sizeof(*w), x, sizeof(*x), n / QK8_1, GatherScales{sizeof(*w), sizeof(*x)},
-        [&](int64_t i) {
-            return dpbusd(nibbles2_x16(w[i].qs, w[i + 1].qs), load2x256(x[i].qs, x[i + 1].qs));
-        },
-        [&](int64_t i) { return dpbusd(nibbles(w[i].qs), load256(x[i].qs)); });
+    return legacy_dot<Q4_1Legacy>(n, vw, vx);
 }
-
 float dot_q5_0_q8_0(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q5_0 *>(vw);
-    const auto *x = static_cast<const block_q8_0 *>(vx);
-    return sum_blocks<false>(
-        w, sizeof(*w), x, sizeof(*x), n / QK8_0, GatherScales{sizeof(*w), sizeof(*x)},
-        [&](int64_t i) {
-            const __m512i q = add_high_bits2(nibbles2(w[i].qs, w[i + 1].qs), w[i].qh, w[i + 1].qh);
-            const __m512i xv = load2x256(x[i].qs, x[i + 1].qs);
-            return _mm512_sub_epi32(dpbusd(q, xv), dpbusd(_mm512_set1_epi8(16), xv));
-        },
-        [&](int64_t i) {
-            const __m256i xv = load256(x[i].qs);
-            const __m256i q = _mm256_or_si256(nibbles(w[i].qs), q5_high_bits(w[i].qh));
-            return _mm256_sub_epi32(dpbusd(q, xv), dpbusd(_mm256_set1_epi8(16), xv));
-        });
+    return legacy_dot<Q5_0Legacy>(n, vw, vx);
 }
-
 float dot_q5_1_q8_1(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q5_1 *>(vw);
-    const auto *x = static_cast<const block_q8_1 *>(vx);
-    return sum_blocks<true>(
-        w, sizeof(*w), x, sizeof(*x), n / QK8_1, GatherScales{sizeof(*w), sizeof(*x)},
-        [&](int64_t i) {
-            const __m512i q = add_high_bits2(nibbles2(w[i].qs, w[i + 1].qs), w[i].qh, w[i + 1].qh);
-            return dpbusd(q, load2x256(x[i].qs, x[i + 1].qs));
-        },
-        [&](int64_t i) {
-            return dpbusd(_mm256_or_si256(nibbles(w[i].qs), q5_high_bits(w[i].qh)),
-                          load256(x[i].qs));
-        });
+    return legacy_dot<Q5_1Legacy>(n, vw, vx);
 }
-
-// Signed×signed: bias the activations to unsigned, Σ(x + 128)·w - 128·Σw, exact for all bytes.
 float dot_q8_0_q8_0(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q8_0 *>(vw);
-    const auto *x = static_cast<const block_q8_0 *>(vx);
-    return sum_blocks<false>(
-        w, sizeof(*w), x, sizeof(*x), n / QK8_0, GatherScales{sizeof(*w), sizeof(*x)},
-        [&](int64_t i) {
-            const __m512i wv = load2x256(w[i].qs, w[i + 1].qs);
-            const __m512i xu =
-                _mm512_xor_si512(load2x256(x[i].qs, x[i + 1].qs), _mm512_set1_epi8((char)0x80));
-            return _mm512_sub_epi32(dpbusd(xu, wv), dpbusd(_mm512_set1_epi8((char)0x80), wv));
-        },
-        [&](int64_t i) {
-            const __m256i wv = load256(w[i].qs);
-            const __m256i xu = _mm256_xor_si256(load256(x[i].qs), _mm256_set1_epi8((char)0x80));
-            return _mm256_sub_epi32(dpbusd(xu, wv), dpbusd(_mm256_set1_epi8((char)0x80), wv));
-        });
+    return legacy_dot<Q8_0Legacy>(n, vw, vx);
 }
 
 // ---------------------------------------------------------------- K-quant dots (blocks of 256)
@@ -741,6 +807,10 @@ const DotKernels *dot_kernels_avx512() {
         t.q4_K_q8_K_rows = dot_rows<Q4_KRows, block_q8_K>;
         t.q5_K_q8_K_rows = dot_rows<Q5_KRows, block_q8_K>;
         t.q6_K_q8_K_rows = dot_rows<Q6_KRows, block_q8_K>;
+        t.q4_1_q8_1_rows = dot_rows<Q4_1Rows, block_q8_1>;
+        t.q5_0_q8_0_rows = dot_rows<Q5_0Rows, block_q8_0>;
+        t.q5_1_q8_1_rows = dot_rows<Q5_1Rows, block_q8_1>;
+        t.q8_0_q8_0_rows = dot_rows<Q8_0Rows, block_q8_0>;
         return t;
     }();
     return &table;
