@@ -352,22 +352,33 @@ void legacy_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const typename 
     }
     for (int r = 0; r < R; ++r) {
         __m512 a = _mm512_add_ps(acc[r][0], acc[r][1]);
+        float summ = 0.0f;
+        // Leftover blocks two at a time in pair()'s lanes (rows of 576 = 16 + 2 blocks are
+        // common: SmolLM2's every matrix but ffn_down), the last odd one on its own.
+        auto scales = [&](int64_t i) {  // d_w·d_x of block i, adding m_w·s_x to summ
+            ggml_half h[4];             // d, m of the weight block; d, s of the activation block
+            std::memcpy(h, wr[r] + i, K::kMins ? 4 : 2);
+            std::memcpy(h + 2, x + i, K::kMins ? 4 : 2);
+            if (K::kMins) summ += h2f(h[1]) * h2f(h[3]);
+            return h2f(h[0]) * h2f(h[2]);
+        };
+        int64_t i = ib;
+        for (; i + 2 <= nb; i += 2) {
+            const float d0 = scales(i), d1 = scales(i + 1);
+            a = _mm512_fmadd_ps(_mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1),
+                                _mm512_cvtepi32_ps(K::pair(wr[r] + i, K::act(x + i))), a);
+        }
         if (K::kHi16)  // the 2nd and 4th 128-bit lanes accumulated 16× sums
             a = _mm512_mul_ps(a, _mm512_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f,  //
                                                 1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f));
-        __m256 tail = _mm256_setzero_ps();
-        float summ = 0.0f;
-        for (int64_t i = ib; i < nb; ++i) {
-            ggml_half h[4];  // d, m of the weight block; d, s of the activation block
-            std::memcpy(h, wr[r] + i, K::kMins ? 4 : 2);
-            std::memcpy(h + 2, x + i, K::kMins ? 4 : 2);
-            tail = _mm256_fmadd_ps(_mm256_set1_ps(h2f(h[0]) * h2f(h[2])),
-                                   _mm256_cvtepi32_ps(K::one(wr[r] + i, x + i)), tail);
-            if (K::kMins) summ += h2f(h[1]) * h2f(h[3]);
+        if (K::kMins) a = _mm512_add_ps(a, accm[r]);
+        if (i < nb) {
+            const float d = scales(i);
+            a = _mm512_add_ps(
+                a, _mm512_zextps256_ps512(_mm256_mul_ps(
+                       _mm256_set1_ps(d), _mm256_cvtepi32_ps(K::one(wr[r] + i, x + i)))));
         }
-        float sum = _mm512_reduce_add_ps(a) + hsum(tail);
-        if (K::kMins) sum += _mm512_reduce_add_ps(accm[r]) + summ;
-        y[r] = sum;
+        y[r] = _mm512_reduce_add_ps(a) + summ;
     }
 }
 
