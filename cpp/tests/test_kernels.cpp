@@ -827,7 +827,8 @@ GemmActData make_gemm_acts(const GemmForm &form, int64_t m, int64_t k) {
     for (int64_t g = 0; g < m * ng; ++g) {
         int32_t sum = 0;
         for (int c = 0; c < form.group; ++c) sum += a.q[g * form.group + c];
-        a.d[g] = std::pow(10.0f, uniform(-3.0f, 0.0f));
+        // one d per form.super groups, as Q8_K activations have for K-quants (one per 256)
+        a.d[g] = g % form.super == 0 ? std::pow(10.0f, uniform(-3.0f, 0.0f)) : a.d[g - 1];
         a.zs[g] = -form.zero * sum;
         a.s[g] = a.d[g] * (float)sum;
     }
