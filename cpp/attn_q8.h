@@ -20,14 +20,13 @@ using AttnQ8ScoresFn = void (*)(int64_t hd, int64_t n, const block_q8_0 *k, cons
 using AttnQ8ValuesFn = void (*)(int64_t hd, int64_t n, const float *p, const block_q8_0 *v,
                                 float *o);
 
-struct AttnQ8Kernels {
-    AttnQ8ScoresFn scores;
-    AttnQ8ValuesFn values;
-};
-
-const AttnQ8Kernels &attn_q8_kernels_ref();     // attn_q8_ref.cpp: the spec
-const AttnQ8Kernels *attn_q8_kernels_avx512();  // nullptr where not compiled in
-// The twin for the active ISA (the reference where there is none).
-const AttnQ8Kernels &attn_q8_kernels();
+// The spec (attn_q8_ref.cpp, in the scalar kernel table) and the AVX-512 VNNI twin
+// (x86/attn_q8_avx512.cpp, reached only through the avx512 table: see dot.h).
+void attn_q8_scores_ref(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
+                        float scale, float *scores);
+void attn_q8_values_ref(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o);
+void attn_q8_scores_avx512(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
+                           float scale, float *scores);
+void attn_q8_values_avx512(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o);
 
 }  // namespace phirt

@@ -1,16 +1,12 @@
 // Scalar spec of the Q8_0 KV cache attention loops (attn_q8.h); compiled without FMA contraction.
 #include <cmath>
-#include <cstring>
 
 #include "attn_q8.h"
-#include "dispatch.h"
 
 namespace phirt {
 
-namespace {
-
-void scores_ref(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q, float scale,
-                float *scores) {
+void attn_q8_scores_ref(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
+                        float scale, float *scores) {
     const int64_t nb = hd / QK8_0;
     for (int64_t j = 0; j < n; ++j) {
         const block_q8_0 *row = k + j * nb;
@@ -24,7 +20,7 @@ void scores_ref(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
     }
 }
 
-void values_ref(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o) {
+void attn_q8_values_ref(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o) {
     const int64_t nb = hd / QK8_0;
     for (int64_t j = 0; j < n; ++j) {
         const block_q8_0 *row = v + j * nb;
@@ -34,25 +30,6 @@ void values_ref(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, floa
                 o[b * QK8_0 + i] = std::fma((float)row[b].qs[i], w, o[b * QK8_0 + i]);
         }
     }
-}
-
-}  // namespace
-
-const AttnQ8Kernels &attn_q8_kernels_ref() {
-    static const AttnQ8Kernels k{scores_ref, values_ref};
-    return k;
-}
-
-#if !defined(PHIRT_HAVE_X86_SIMD)
-const AttnQ8Kernels *attn_q8_kernels_avx512() {
-    return nullptr;
-}
-#endif
-
-const AttnQ8Kernels &attn_q8_kernels() {
-    const AttnQ8Kernels *simd = attn_q8_kernels_avx512();
-    if (simd != nullptr && std::strcmp(active_kernels().isa, "avx512") == 0) return *simd;
-    return attn_q8_kernels_ref();
 }
 
 }  // namespace phirt

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "attn_q8.h"
 #include "formats.h"
 #include "gemm.h"
 
@@ -64,6 +65,9 @@ struct DotKernels {
     AttnScoresFn attn_scores;
     AttnValuesFn attn_values;
     ExpSumFn exp_sum;  // nullptr: std::exp per element
+    // Attention loops over a Q8_0 KV cache (attn_q8.h); nullptr: the scalar table's.
+    AttnQ8ScoresFn attn_q8_scores;
+    AttnQ8ValuesFn attn_q8_values;
     // Multi-row dots; nullptr: matmul runs the one-row dot per row.
     VecDotRowsFn q4_0_q8_0_rows;
     VecDotRowsFn q4_K_q8_K_rows;

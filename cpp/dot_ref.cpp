@@ -234,10 +234,32 @@ void to_bf16(const float *x, void *y, int64_t n) {
 // strided panel reads run 3.6x (Q4_0) to 9x (Q4_K) slower than these one-row dots at m = 4..32).
 const DotKernels &dot_kernels_scalar() {
     static const DotKernels table = {
-        "scalar",      to_q8_0,       to_q8_1,       to_q8_K,       to_f16,        to_bf16,
-        dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
-        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   nbits_dot_ref,
-        axpy_f16,      nullptr,       nullptr,       nullptr,       nullptr,       nullptr,
+        "scalar",
+        to_q8_0,
+        to_q8_1,
+        to_q8_K,
+        to_f16,
+        to_bf16,
+        dot_q4_0_q8_0,
+        dot_q4_1_q8_1,
+        dot_q5_0_q8_0,
+        dot_q5_1_q8_1,
+        dot_q8_0_q8_0,
+        dot_q4_K_q8_K,
+        dot_q5_K_q8_K,
+        dot_q6_K_q8_K,
+        dot_f16_f16,
+        dot_bf16_bf16,
+        dot_f32_f32,
+        nbits_dot_ref,
+        axpy_f16,
+        nullptr,
+        nullptr,
+        nullptr,
+        nullptr,
+        nullptr,
+        attn_q8_scores_ref,
+        attn_q8_values_ref,
     };
     return table;
 }

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <vector>
 
-#include "attn_q8.h"
 #include "dispatch.h"
 #include "threadpool.h"
 
@@ -21,6 +20,29 @@ void each_row(int64_t m, const Fn &fn) {
         return;
     }
     global_pool().run(m, [&](int64_t r, int) { fn(r); });
+}
+
+// The cached keys query i (at position pos0 + i) sees: [first, first + count).
+struct KeySpan {
+    int64_t first, count;
+};
+KeySpan visible_keys(int64_t pos0, int64_t i, int64_t window) {
+    const int64_t p = pos0 + i;
+    const int64_t first = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+    return {first, p - first + 1};
+}
+
+// s[j] = exp(s[j] - max s) in place; returns their sum (softmax numerators and denominator).
+double softmax_numerators(const DotKernels &kern, int64_t n, float *s) {
+    float max = -INFINITY;
+    for (int64_t j = 0; j < n; ++j) max = std::max(max, s[j]);
+    if (kern.exp_sum != nullptr) return kern.exp_sum(n, max, s);
+    double sum = 0.0;
+    for (int64_t j = 0; j < n; ++j) {
+        s[j] = std::exp(s[j] - max);
+        sum += (double)s[j];
+    }
+    return sum;
 }
 
 }  // namespace
@@ -183,10 +205,8 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
         thread_local std::vector<ggml_half> q16;
         thread_local std::vector<float> q32;
         thread_local std::vector<ggml_half> p16;
-        const int64_t i = task / n_head, h = task % n_head, kvh = h / group;
-        const int64_t p = pos0 + i;
-        const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
-        const int64_t n_keys = p - lo + 1;
+        const int64_t h = task % n_head, kvh = h / group;
+        const auto [lo, n_keys] = visible_keys(pos0, task / n_head, window);
         if ((int64_t)scores.size() < n_keys) scores.resize(n_keys);
         if ((int64_t)q16.size() < hd) q16.resize(hd);
         kern.to_f16(q + task * hd, q16.data(), hd);
@@ -200,18 +220,7 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
             for (int64_t j = 0; j < n_keys; ++j)
                 scores[j] = kern.f16_f16(hd, kh + (lo + j) * hd, q16.data()) * scale;
         }
-        float max = -INFINITY;
-        for (int64_t j = 0; j < n_keys; ++j) max = std::max(max, scores[j]);
-        double sum = 0.0;
-        if (kern.exp_sum != nullptr) {
-            sum = kern.exp_sum(n_keys, max, scores.data());
-        } else {
-            for (int64_t j = 0; j < n_keys; ++j) {
-                const float e = std::exp(scores[j] - max);
-                scores[j] = e;
-                sum += (double)e;
-            }
-        }
+        const double sum = softmax_numerators(kern, n_keys, scores.data());
         // Softmax weights rounded to f16 for ·V (ggml's f16 V product) by the ISA's converter.
         const float inv = (float)(1.0 / sum);
         for (int64_t j = 0; j < n_keys; ++j) scores[j] *= inv;
@@ -232,36 +241,25 @@ void attention_q8(const float *q, const block_q8_0 *k_cache, const block_q8_0 *v
                   int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
                   float scale, int64_t window, float *out) {
     const DotKernels &kern = active_kernels();
-    const AttnQ8Kernels &attn = attn_q8_kernels();
+    const DotKernels &ref = dot_kernels_scalar();
+    const AttnQ8ScoresFn scores_fn = kern.attn_q8_scores ? kern.attn_q8_scores : ref.attn_q8_scores;
+    const AttnQ8ValuesFn values_fn = kern.attn_q8_values ? kern.attn_q8_values : ref.attn_q8_values;
     const int64_t group = n_head / n_kv_head, nb = hd / QK8_0;
     global_pool().run(m * n_head, [&](int64_t task, int) {
         thread_local std::vector<float> scores;
         thread_local std::vector<block_q8_0> q8;
-        const int64_t i = task / n_head, h = task % n_head, kvh = h / group;
-        const int64_t p = pos0 + i;
-        const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
-        const int64_t n_keys = p - lo + 1;
+        const int64_t h = task % n_head, kvh = h / group;
+        const auto [lo, n_keys] = visible_keys(pos0, task / n_head, window);
         if ((int64_t)scores.size() < n_keys) scores.resize(n_keys);
         if ((int64_t)q8.size() < nb) q8.resize(nb);
         kern.to_q8_0(q + task * hd, q8.data(), hd);
         const block_q8_0 *kh = k_cache + (kvh * n_ctx + lo) * nb;
         const block_q8_0 *vh = v_cache + (kvh * n_ctx + lo) * nb;
-        attn.scores(hd, n_keys, kh, q8.data(), scale, scores.data());
-        float max = -INFINITY;
-        for (int64_t j = 0; j < n_keys; ++j) max = std::max(max, scores[j]);
-        double sum = 0.0;
-        if (kern.exp_sum != nullptr) {
-            sum = kern.exp_sum(n_keys, max, scores.data());
-        } else {
-            for (int64_t j = 0; j < n_keys; ++j) {
-                const float e = std::exp(scores[j] - max);
-                scores[j] = e;
-                sum += (double)e;
-            }
-        }
+        scores_fn(hd, n_keys, kh, q8.data(), scale, scores.data());
+        const double sum = softmax_numerators(kern, n_keys, scores.data());
         float *o = out + task * hd;
         std::fill(o, o + hd, 0.0f);
-        attn.values(hd, n_keys, scores.data(), vh, o);
+        values_fn(hd, n_keys, scores.data(), vh, o);
         const float inv = (float)(1.0 / sum);  // flash attention's division at the end
         for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
     });

@@ -11,6 +11,7 @@
 
 #include "../attn_q8.h"
 #include "../dispatch.h"
+#include "../dot.h"
 #include "../formats.h"
 
 using namespace phirt;
@@ -49,8 +50,8 @@ void test_reference_formula(std::mt19937 &rng) {
                v = random_blocks(rng, n * nb);
     std::vector<float> s(n), p(n), o(hd, 0.5f);
     for (long j = 0; j < n; ++j) p[j] = 0.1f * (float)(j + 1);
-    attn_q8_kernels_ref().scores(hd, n, k.data(), q.data(), 0.25f, s.data());
-    attn_q8_kernels_ref().values(hd, n, p.data(), v.data(), o.data());
+    attn_q8_scores_ref(hd, n, k.data(), q.data(), 0.25f, s.data());
+    attn_q8_values_ref(hd, n, p.data(), v.data(), o.data());
     for (long j = 0; j < n; ++j) {
         double want = 0.0;
         for (long i = 0; i < hd; ++i)
@@ -69,24 +70,24 @@ void test_reference_formula(std::mt19937 &rng) {
     }
 }
 
-void test_twin(const AttnQ8Kernels &simd, std::mt19937 &rng) {
-    const AttnQ8Kernels &ref = attn_q8_kernels_ref();
+void test_twin(const DotKernels &simd, std::mt19937 &rng) {
+    const DotKernels &ref = dot_kernels_scalar();
     for (long hd : {32L, 64L, 96L, 128L, 160L}) {
         for (long n : {1L, 2L, 7L, 9L, 16L, 33L, 200L}) {
             const long nb = hd / QK8_0;
             const auto k = random_blocks(rng, n * nb), q = random_blocks(rng, nb);
             const auto v = random_blocks(rng, n * nb);
             std::vector<float> s_ref(n), s_simd(n), p(n);
-            ref.scores(hd, n, k.data(), q.data(), 0.1f, s_ref.data());
-            simd.scores(hd, n, k.data(), q.data(), 0.1f, s_simd.data());
+            ref.attn_q8_scores(hd, n, k.data(), q.data(), 0.1f, s_ref.data());
+            simd.attn_q8_scores(hd, n, k.data(), q.data(), 0.1f, s_simd.data());
             check(same_bits(s_ref, s_simd), "scores: twin vs reference", hd, n);
             std::uniform_real_distribution<float> pd(0.0f, 1.0f);
             for (auto &x : p) x = pd(rng);
             std::vector<float> o_ref(hd), o_simd;
             for (long i = 0; i < hd; ++i) o_ref[i] = pd(rng) - 0.5f;
             o_simd = o_ref;
-            ref.values(hd, n, p.data(), v.data(), o_ref.data());
-            simd.values(hd, n, p.data(), v.data(), o_simd.data());
+            ref.attn_q8_values(hd, n, p.data(), v.data(), o_ref.data());
+            simd.attn_q8_values(hd, n, p.data(), v.data(), o_simd.data());
             check(same_bits(o_ref, o_simd), "values: twin vs reference", hd, n);
         }
     }
@@ -97,7 +98,7 @@ void test_twin(const AttnQ8Kernels &simd, std::mt19937 &rng) {
 int main() {
     std::mt19937 rng(1234);
     test_reference_formula(rng);
-    const AttnQ8Kernels *avx512 = attn_q8_kernels_avx512();
+    const DotKernels *avx512 = dot_kernels_avx512();         // nullptr where not compiled in
     const std::vector<std::string> isas = available_isas();  // what this CPU runs
     if (avx512 != nullptr && std::find(isas.begin(), isas.end(), "avx512") != isas.end())
         test_twin(*avx512, rng);

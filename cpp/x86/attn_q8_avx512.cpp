@@ -39,8 +39,10 @@ inline __m256i sum8x8(const __m256i v[8]) {
                             _mm256_permute2x128_si256(g0, g1, 0x31));
 }
 
-void scores_avx512(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q, float scale,
-                   float *scores) {
+}  // namespace
+
+void attn_q8_scores_avx512(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
+                           float scale, float *scores) {
     const int64_t nb = hd / QK8_0;
     const int64_t stride = nb * (int64_t)sizeof(block_q8_0);  // bytes from one key row to the next
     const __m256i d_offsets = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
@@ -75,6 +77,8 @@ void scores_avx512(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 
     }
 }
 
+namespace {
+
 // o = fma(v_j, d · p_j, o) for one block column of 32 outputs held in two registers.
 inline void add_block(const block_q8_0 &blk, float pj, __m512 &lo, __m512 &hi) {
     const __m512 w = _mm512_set1_ps(_cvtsh_ss(blk.d) * pj);
@@ -100,7 +104,9 @@ void values_rows(int64_t n, const float *p, const block_q8_0 *v, float *o) {
     for (int b = 0; b < 2 * NB; ++b) _mm512_storeu_ps(o + 16 * b, acc[b]);
 }
 
-void values_avx512(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o) {
+}  // namespace
+
+void attn_q8_values_avx512(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o) {
     const int64_t nb = hd / QK8_0;
     switch (nb) {
         case 2:
@@ -118,13 +124,6 @@ void values_avx512(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, f
         _mm512_storeu_ps(o + b * QK8_0, lo);
         _mm512_storeu_ps(o + b * QK8_0 + 16, hi);
     }
-}
-
-}  // namespace
-
-const AttnQ8Kernels *attn_q8_kernels_avx512() {
-    static const AttnQ8Kernels k{scores_avx512, values_avx512};
-    return &k;
 }
 
 }  // namespace phirt

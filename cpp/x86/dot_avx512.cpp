@@ -814,6 +814,8 @@ const DotKernels *dot_kernels_avx512() {
             dot_bf16_bf16,     dot_f32_f32,   nbits_dot_avx2, axpy_f16,      pack_panel_avx512,
             gemm_panel_avx512, attn_scores,   attn_values,    exp_sum,
         };
+        t.attn_q8_scores = attn_q8_scores_avx512;
+        t.attn_q8_values = attn_q8_values_avx512;
         t.q4_0_q8_0_rows = dot_rows<Q4_0Rows, block_q8_0>;
         t.q4_K_q8_K_rows = dot_rows<Q4_KRows, block_q8_K>;
         t.q5_K_q8_K_rows = dot_rows<Q5_KRows, block_q8_K>;
