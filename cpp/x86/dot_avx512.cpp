@@ -138,6 +138,16 @@ void dot_rows(int64_t n, const void *vw, int64_t row_bytes, int nr, const void *
     }
 }
 
+// The one-row dot (a VecDotFn): the R = 1 case of an R-row kernel, on n elements of blocks W
+// (QK elements each).
+template <template <int> class Rows, class W, int QK, class Act>
+float one_row(int64_t n, const void *vw, const void *vx) {
+    float y;
+    Rows<1>::run(n, static_cast<const uint8_t *>(vw), n / QK * (int64_t)sizeof(W),
+                 static_cast<const Act *>(vx), &y);
+    return y;
+}
+
 // Q4_0 rows w_r = w + r·row_bytes (r < R) against one activation row, in combine8's lanes; the
 // one-row dot is R = 1, so each y[r] is the one-row dot's bit for bit. What R > 1 shares is the
 // activation side: its loads, its scale gather and conversion, and the Σ 8·x term, an integer
@@ -220,13 +230,6 @@ struct Q4_0Rows {
         q4_0_rows<R>(n, w, rb, x, y);
     }
 };
-
-float dot_q4_0_q8_0(int64_t n, const void *vw, const void *vx) {
-    float y;
-    q4_0_rows<1>(n, static_cast<const uint8_t *>(vw), n / QK8_0 * (int64_t)sizeof(block_q4_0),
-                 static_cast<const block_q8_0 *>(vx), &y);
-    return y;
-}
 
 // The other legacy types share one R-row kernel (combine8's lanes, the same float order), so again
 // each y[r] is the one-row dot's (R = 1) bit for bit. A type is a policy K: act() loads an
@@ -397,28 +400,6 @@ using Q5_1Rows = LegacyRows<Q5_1Legacy, R>;
 template <int R>
 using Q8_0Rows = LegacyRows<Q8_0Legacy, R>;
 
-template <class K>
-float legacy_dot(int64_t n, const void *vw, const void *vx) {
-    float y;
-    legacy_rows<K, 1>(n, static_cast<const uint8_t *>(vw),
-                      n / QK8_0 * (int64_t)sizeof(typename K::W),
-                      static_cast<const typename K::X *>(vx), &y);
-    return y;
-}
-
-float dot_q4_1_q8_1(int64_t n, const void *vw, const void *vx) {
-    return legacy_dot<Q4_1Legacy>(n, vw, vx);
-}
-float dot_q5_0_q8_0(int64_t n, const void *vw, const void *vx) {
-    return legacy_dot<Q5_0Legacy>(n, vw, vx);
-}
-float dot_q5_1_q8_1(int64_t n, const void *vw, const void *vx) {
-    return legacy_dot<Q5_1Legacy>(n, vw, vx);
-}
-float dot_q8_0_q8_0(int64_t n, const void *vw, const void *vx) {
-    return legacy_dot<Q8_0Legacy>(n, vw, vx);
-}
-
 // ---------------------------------------------------------------- K-quant dots (blocks of 256)
 
 // 16-bit scale vector: word `a` of every 128-bit lane of `sc` in the low 256 bits, word `b` in
@@ -505,21 +486,6 @@ struct Q5_KRows {
     }
 };
 
-float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    float y;
-    q45_K_rows<block_q4_K, 1>(n, static_cast<const uint8_t *>(vw),
-                              n / QK_K * (int64_t)sizeof(block_q4_K),
-                              static_cast<const block_q8_K *>(vx), &y);
-    return y;
-}
-float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    float y;
-    q45_K_rows<block_q5_K, 1>(n, static_cast<const uint8_t *>(vw),
-                              n / QK_K * (int64_t)sizeof(block_q5_K),
-                              static_cast<const block_q8_K *>(vx), &y);
-    return y;
-}
-
 // Q6_K: q in [0, 63] is used unsigned; the -32 offset is 32·Σ_s sc_s·bsums_s, from the
 // activation's group sums (groups of 16 match Q6_K's sub-blocks). R rows w + r·row_bytes against
 // one activation row, sharing its loads; the one-row dot is R = 1, so each y[r] is its result.
@@ -582,13 +548,6 @@ struct Q6_KRows {
         q6_K_rows<R>(n, w, rb, x, y);
     }
 };
-
-float dot_q6_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    float y;
-    q6_K_rows<1>(n, static_cast<const uint8_t *>(vw), n / QK_K * (int64_t)sizeof(block_q6_K),
-                 static_cast<const block_q8_K *>(vx), &y);
-    return y;
-}
 
 // ---------------------------------------------------------------- float dots
 
@@ -808,11 +767,30 @@ double exp_sum(int64_t n, float max, float *s) {
 const DotKernels *dot_kernels_avx512() {
     static const DotKernels table = [] {
         DotKernels t = {
-            "avx512",          to_q8_0,       to_q8_1,        to_q8_K,       to_f16,
-            to_bf16,           dot_q4_0_q8_0, dot_q4_1_q8_1,  dot_q5_0_q8_0, dot_q5_1_q8_1,
-            dot_q8_0_q8_0,     dot_q4_K_q8_K, dot_q5_K_q8_K,  dot_q6_K_q8_K, dot_f16_f16,
-            dot_bf16_bf16,     dot_f32_f32,   nbits_dot_avx2, axpy_f16,      pack_panel_avx512,
-            gemm_panel_avx512, attn_scores,   attn_values,    exp_sum,
+            "avx512",
+            to_q8_0,
+            to_q8_1,
+            to_q8_K,
+            to_f16,
+            to_bf16,
+            one_row<Q4_0Rows, block_q4_0, QK8_0, block_q8_0>,
+            one_row<Q4_1Rows, block_q4_1, QK8_1, block_q8_1>,
+            one_row<Q5_0Rows, block_q5_0, QK8_0, block_q8_0>,
+            one_row<Q5_1Rows, block_q5_1, QK8_1, block_q8_1>,
+            one_row<Q8_0Rows, block_q8_0, QK8_0, block_q8_0>,
+            one_row<Q4_KRows, block_q4_K, QK_K, block_q8_K>,
+            one_row<Q5_KRows, block_q5_K, QK_K, block_q8_K>,
+            one_row<Q6_KRows, block_q6_K, QK_K, block_q8_K>,
+            dot_f16_f16,
+            dot_bf16_bf16,
+            dot_f32_f32,
+            nbits_dot_avx2,
+            axpy_f16,
+            pack_panel_avx512,
+            gemm_panel_avx512,
+            attn_scores,
+            attn_values,
+            exp_sum,
         };
         t.attn_q8_scores = attn_q8_scores_avx512;
         t.attn_q8_values = attn_q8_values_avx512;
