@@ -693,38 +693,28 @@ void attn_values_block(int64_t hd, int64_t n, const ggml_half *p, const ggml_hal
         _mm512_mask_storeu_ps(o + c * 16, c + 1 == NC ? last : (__mmask16)0xFFFF, acc[c]);
 }
 
+// attn_values_block<NC> for NC = 1..8 chunks of 16.
+using ValuesBlockFn = void (*)(int64_t, int64_t, const ggml_half *, const ggml_half *, float *,
+                               __mmask16);
+constexpr ValuesBlockFn kValuesBlock[9] = {
+    nullptr,
+    attn_values_block<1>,
+    attn_values_block<2>,
+    attn_values_block<3>,
+    attn_values_block<4>,
+    attn_values_block<5>,
+    attn_values_block<6>,
+    attn_values_block<7>,
+    attn_values_block<8>,
+};
+
 void attn_values(int64_t hd, int64_t n, const ggml_half *p, const ggml_half *v, float *o) {
     // Blocks of up to 8 chunks (128 elements); v rows stay hd apart.
     for (int64_t d0 = 0; d0 < hd; d0 += 128) {
         const int64_t width = hd - d0 < 128 ? hd - d0 : 128;
         const int nc = (int)((width + 15) / 16);
         const __mmask16 last = (__mmask16)(0xFFFFu >> ((16 - width % 16) % 16));
-        switch (nc) {
-            case 1:
-                attn_values_block<1>(hd, n, p, v + d0, o + d0, last);
-                break;
-            case 2:
-                attn_values_block<2>(hd, n, p, v + d0, o + d0, last);
-                break;
-            case 3:
-                attn_values_block<3>(hd, n, p, v + d0, o + d0, last);
-                break;
-            case 4:
-                attn_values_block<4>(hd, n, p, v + d0, o + d0, last);
-                break;
-            case 5:
-                attn_values_block<5>(hd, n, p, v + d0, o + d0, last);
-                break;
-            case 6:
-                attn_values_block<6>(hd, n, p, v + d0, o + d0, last);
-                break;
-            case 7:
-                attn_values_block<7>(hd, n, p, v + d0, o + d0, last);
-                break;
-            default:
-                attn_values_block<8>(hd, n, p, v + d0, o + d0, last);
-                break;
-        }
+        kValuesBlock[nc](hd, n, p, v + d0, o + d0, last);
     }
 }
 
