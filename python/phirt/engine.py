@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from phirt import _kernels as K
-from phirt.errors import ContextFullError, FormatError, UnsupportedError
+from phirt.errors import ContextFullError, FormatError
 from phirt.formats.gguf import GGUFFile
-from phirt.models.common import KV_TYPES, KVCache
+from phirt.models.common import KVCache
 from phirt.models.registry import find_architecture
 from phirt.tokenizer import Tokenizer
 
@@ -37,8 +37,6 @@ class NativeEngine:
         kv_type: str = "f16",
     ) -> None:
         self.path = os.fspath(path)
-        if kv_type not in KV_TYPES:
-            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
         if n_threads is not None:
             if n_threads < 1:
                 raise ValueError(f"n_threads must be >= 1, got {n_threads}")
@@ -63,17 +61,12 @@ class NativeEngine:
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
         self.n_ctx = n_ctx
-        if kv_type == "q8_0" and self.config.head_dim % 32:
-            raise UnsupportedError(
-                f"kv_type 'q8_0' needs a head size that is a multiple of 32; this model's is "
-                f"{self.config.head_dim} (use kv_type 'f16')",
-                self.path,
-            )
+        # before the weights: it checks kv_type, and its pages are only mapped as the context fills
+        self.cache = KVCache(self.config, n_ctx, kv_type, self.path)
         self.model = arch.model_class(self.gguf, self.config, n_ctx)
         # token_embd is read a row per token: it stays lazy unless it doubles as the output matrix
         tied = "output.weight" not in self.gguf.tensors
         self.gguf.prefault(n for n in self.gguf.tensors if tied or n != "token_embd.weight")
-        self.cache = KVCache(self.config, n_ctx, kv_type)
         self.tokens: list[int] = []  # what the cache holds, in order
 
     @property

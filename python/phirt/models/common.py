@@ -179,12 +179,18 @@ class KVCache:
     kv_type "q8_0" (n_head_kv, n_ctx, head_dim / 32 · 34) bytes of Q8_0 blocks: half the memory,
     and half the bytes each decoded token reads at long context (attn_q8.h)."""
 
-    def __init__(self, cfg: DecoderConfig, n_ctx: int, kv_type: str = "f16") -> None:
+    def __init__(
+        self, cfg: DecoderConfig, n_ctx: int, kv_type: str = "f16", path: str | None = None
+    ) -> None:
         if kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
         if kv_type == "q8_0":
             if cfg.head_dim % 32:
-                raise ValueError(f"a q8_0 KV cache needs head_dim % 32 == 0, got {cfg.head_dim}")
+                raise UnsupportedError(
+                    f"kv_type 'q8_0' needs a head size that is a multiple of 32; this model's is "
+                    f"{cfg.head_dim} (use kv_type 'f16')",
+                    path,
+                )
             shape, dtype = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim // 32 * 34), np.uint8
         else:
             shape, dtype = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim), np.float16
