@@ -147,23 +147,29 @@ void silu_mul(const float *gate, const float *up, int64_t m, int64_t f, int64_t 
     });
 }
 
-void kv_store(const float *x, int64_t m, int64_t n_head, int64_t hd, ggml_half *cache,
-              int64_t n_ctx, int64_t pos0) {
-    const ConvertFn to_f16 = active_kernels().to_f16;
+namespace {
+
+// Rows of x (m, n_head, hd) converted into a cache of n_head × n_ctx rows of row_bytes each.
+void store_rows(const float *x, int64_t m, int64_t n_head, int64_t hd, uint8_t *cache,
+                int64_t row_bytes, int64_t n_ctx, int64_t pos0, ConvertFn convert) {
     each_row(m, [&](int64_t r) {
         for (int64_t h = 0; h < n_head; ++h)
-            to_f16(x + (r * n_head + h) * hd, cache + (h * n_ctx + pos0 + r) * hd, hd);
+            convert(x + (r * n_head + h) * hd, cache + (h * n_ctx + pos0 + r) * row_bytes, hd);
     });
+}
+
+}  // namespace
+
+void kv_store(const float *x, int64_t m, int64_t n_head, int64_t hd, ggml_half *cache,
+              int64_t n_ctx, int64_t pos0) {
+    store_rows(x, m, n_head, hd, reinterpret_cast<uint8_t *>(cache), hd * sizeof(ggml_half), n_ctx,
+               pos0, active_kernels().to_f16);
 }
 
 void kv_store_q8(const float *x, int64_t m, int64_t n_head, int64_t hd, block_q8_0 *cache,
                  int64_t n_ctx, int64_t pos0) {
-    const ConvertFn to_q8_0 = active_kernels().to_q8_0;
-    const int64_t nb = hd / QK8_0;
-    each_row(m, [&](int64_t r) {
-        for (int64_t h = 0; h < n_head; ++h)
-            to_q8_0(x + (r * n_head + h) * hd, cache + (h * n_ctx + pos0 + r) * nb, hd);
-    });
+    store_rows(x, m, n_head, hd, reinterpret_cast<uint8_t *>(cache),
+               hd / QK8_0 * sizeof(block_q8_0), n_ctx, pos0, active_kernels().to_q8_0);
 }
 
 namespace {
