@@ -219,14 +219,11 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
     const bool prefetch = m == 1 && f.block_size == QK_K;
     auto dots = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         if (f.dot_rows != nullptr) {  // the kernel prefetches on its own
-            float out[kMaxDotRows];
             for (int64_t r = r0; r < r1; r += kMaxDotRows) {
                 const int nr = (int)std::min<int64_t>(kMaxDotRows, r1 - r);
-                for (int64_t c = c0; c < c1; ++c) {
+                for (int64_t c = c0; c < c1; ++c)  // rows r..r+nr-1 of output row c are adjacent
                     f.dot_rows(w.k, w.data + r * w.row_bytes, w.row_bytes, nr,
-                               act + c * act_row_bytes, out);
-                    std::copy(out, out + nr, y + c * w.n + r);
-                }
+                               act + c * act_row_bytes, y + c * w.n + r);
             }
             return;
         }
