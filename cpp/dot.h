@@ -118,8 +118,11 @@ static inline const WeightFormat *weight_format(int type) {
 // The scalar reference table (always available, every entry set).
 const DotKernels &dot_kernels_scalar();
 
-// ISA tables; each returns nullptr when that path was not compiled into this build.
+// ISA tables; each returns nullptr when that path was not compiled into this build. Each runs its
+// ISA's instructions (building the table is compiled with that ISA's flags): call one only on a
+// CPU that has the ISA (dispatch.cpp checks first).
 const DotKernels *dot_kernels_avx2();
+const DotKernels *dot_kernels_avxvnni();
 const DotKernels *dot_kernels_avx512();
 const DotKernels *dot_kernels_neon();
 

@@ -31,6 +31,17 @@
 
 using namespace phirt;
 
+// The AVX-VNNI kernels built for AVX512-VL + VNNI (avxvnni_evex.cpp, x86 builds only).
+namespace phirt {
+#if defined(PHIRT_TEST_AVXVNNI_EVEX)
+const DotKernels *dot_kernels_avxvnni_evex();
+#else
+const DotKernels *dot_kernels_avxvnni_evex() {
+    return nullptr;
+}
+#endif
+}  // namespace phirt
+
 namespace {
 
 // ---- reporting ----
@@ -785,7 +796,7 @@ void test_matmul(const std::string &isa, const DotKernels &K) {
             std::vector<float> ys(m * n), yk(m * n);
             set_isa("scalar");
             matmul(view, x.data(), m, ys.data());
-            set_isa(isa);
+            set_kernels(K);
             matmul(view, x.data(), m, yk.data());
             bool close = true, own = true;
             for (int64_t r = 0; r < m; ++r) {
@@ -856,6 +867,53 @@ double gemm_magnitude(const GemmPanel &p, const GemmActs &a, int64_t i, int r) {
     return m;
 }
 
+// The largest code of a type's panel (the integer sums' worst case).
+int max_code(GgmlType t) {
+    switch (t) {
+        case GgmlType::Q5_0:
+        case GgmlType::Q5_1:
+        case GgmlType::Q5_K:
+            return 31;
+        case GgmlType::Q6_K:
+            return 63;
+        case GgmlType::Q8_0:
+            return 255;
+        default:
+            return 15;
+    }
+}
+
+// Integer sums at their extremes, where a kernel that keeps 16-bit partial sums would saturate:
+// every code at the type's maximum (and, for Q8_0, at 0: w = -128) against activations all +127
+// or all -127, with unit scales, so each exact result is an integer the float sum holds exactly.
+void test_gemm_extremes(const std::string &isa, GgmlType type, const TypeKernels &tk,
+                        const GemmForm &form) {
+    const int64_t k = 512, ng = k / form.group;
+    for (int code : {max_code(type), 0}) {
+        for (int sign : {1, -1}) {
+            std::vector<uint8_t> u(kPanelRows * k, (uint8_t)code);
+            std::vector<float> sc(ng * kPanelRows, 1.0f), of(ng * kPanelRows, 0.5f);
+            const GemmPanel p{u.data(), sc.data(), of.data(), k, form};
+            const int64_t m = 5;
+            GemmActData ad = make_gemm_acts(form, m, k);
+            for (auto &q : ad.q) q = (int8_t)(127 * sign);
+            for (int64_t g = 0; g < m * ng; ++g) {
+                ad.d[g] = 1.0f;
+                ad.zs[g] = -form.zero * 127 * sign * form.group;
+                ad.s[g] = (float)(127 * sign * form.group);
+            }
+            const GemmActs a = ad.acts(k, ng);
+            std::vector<float> y_ref(m * kPanelRows), y(m * kPanelRows);
+            gemm_panel_ref(p, a, m, y_ref.data(), kPanelRows, kPanelRows);
+            tk.gemm_panel(p, a, m, y.data(), kPanelRows, kPanelRows);
+            check(y == y_ref,
+                  fmt("gemm_panel %s codes all %d, activations all %d: %s (%g) != "
+                      "scalar (%g)",
+                      traits(type).name, code, 127 * sign, isa.c_str(), y[0], y_ref[0]));
+        }
+    }
+}
+
 // The ISA's packed GEMM against the scalar spec (gemm_ref.cpp): panels byte for byte, full and
 // partial (rows past the matrix must be zero), from quantized and from random weight bytes; the
 // panel product within the float-order bound, for every micro-tile height and for k past one
@@ -906,6 +964,7 @@ void test_packed_gemm(const std::string &isa, const DotKernels &K) {
                 }
             }
         }
+        test_gemm_extremes(isa, c.type, tk, form);
     }
 }
 
@@ -999,7 +1058,7 @@ void test_attention_reference() {
     }
 }
 
-void test_attention(const std::string &isa) {
+void test_attention(const std::string &isa, const DotKernels &K) {
     Section s("[" + isa + "] attention ~ scalar");
     for (const AttnCase &a : kAttnCases) {
         const AttnData d = make_attn(a);
@@ -1008,7 +1067,7 @@ void test_attention(const std::string &isa) {
         attention_double(a, d, scale, &ref, &mag);
         set_isa("scalar");
         const std::vector<float> want = run_attention(a, d, scale);
-        set_isa(isa);
+        set_kernels(K);
         const std::vector<float> got = run_attention(a, d, scale);
         bool ok = true;
         for (size_t i = 0; i < got.size(); ++i)
@@ -1038,7 +1097,7 @@ std::vector<float> run_rope(const RopeCase &r, const std::vector<float> &x0,
 }
 
 // rope has no ISA twin; under each ISA it must give the scalar bytes, and the double formula.
-void test_rope(const std::string &isa) {
+void test_rope(const std::string &isa, const DotKernels &K) {
     Section s("[" + isa + "] rope == scalar, ~ double formula");
     for (const RopeCase &r : kRopeCases) {
         const std::vector<float> x0 = make_data(kRandom, r.m * r.n_head * r.head_dim);
@@ -1048,7 +1107,7 @@ void test_rope(const std::string &isa) {
         for (auto &f : ff) f = uniform(1.0f, 8.0f);
         set_isa("scalar");
         const std::vector<float> want = run_rope(r, x0, pos, ff);
-        set_isa(isa);
+        set_kernels(K);
         const std::vector<float> got = run_rope(r, x0, pos, ff);
         check(std::memcmp(want.data(), got.data(), got.size() * sizeof(float)) == 0,
               fmt("rope n_rot=%lld neox=%d: %s != scalar", (long long)r.n_rot, (int)r.neox,
@@ -1097,6 +1156,20 @@ void test_thread_pool() {
     set_num_threads(3);
 }
 
+// Every twin check on one ISA's table (made active for the matmul and attention paths).
+void test_isa(const std::string &isa, const DotKernels &K, const DotKernels &S) {
+    set_kernels(K);
+    test_table(K, S);
+    test_converters(isa, K, S);
+    test_dots(isa, K, S);
+    test_dot_rows(isa, K, S);
+    test_axpy(isa, K, S);
+    test_matmul(isa, K);
+    test_packed_gemm(isa, K);
+    test_attention(isa, K);
+    test_rope(isa, K);
+}
+
 int main() {
     set_num_threads(3);  // several workers even on a small machine, so matmul/attention split work
     const std::vector<std::string> isas = available_isas();
@@ -1116,15 +1189,19 @@ int main() {
             set_isa(isa);
             const DotKernels &K = active_kernels();
             check(isa == K.isa, fmt("set_isa(%s) activated %s", isa.c_str(), K.isa));
-            test_table(K, S);
-            test_converters(isa, K, S);
-            test_dots(isa, K, S);
-            test_dot_rows(isa, K, S);
-            test_axpy(isa, K, S);
-            test_matmul(isa, K);
-            test_packed_gemm(isa, K);
-            test_attention(isa);
-            test_rope(isa);
+            test_isa(isa, K, S);
+        }
+        // The AVX-VNNI kernel source built for AVX512-VL + VNNI (EVEX VPDPBUSD, the same operation
+        // on ymm registers), where no AVX-VNNI CPU is at hand but an AVX-512 VNNI one is.
+        const CpuFeatures &f = cpu_features();
+        if (f.avx2 && f.fma && f.f16c && f.avx512vl && f.avx512vnni) {  // before its code runs
+            const DotKernels *evex = dot_kernels_avxvnni_evex();
+            if (evex != nullptr)
+                test_isa("avxvnni-evex", *evex, S);
+            else
+                std::printf("note: the AVX-VNNI kernels are not built as EVEX here\n");
+        } else {
+            std::printf("note: no AVX512-VL + VNNI: the AVX-VNNI kernels are not run as EVEX\n");
         }
         if (isas.size() == 1)
             std::printf("note: no SIMD ISA on this machine/build; reference checks only\n");
