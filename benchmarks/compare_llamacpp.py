@@ -2,6 +2,7 @@
 
     python benchmarks/compare_llamacpp.py MODEL [MODEL ...] [--pp 128,512] [--tg 128]
         [--threads 1,2] [--reps 3] [--long-ctx] [--kv-type f16|q8_0] [--json]
+        [--phirt-isa avx2] [--llama-cpp-path DIR]
 
 Every repetition runs each engine in a fresh process of this script (``--worker phirt|llamacpp``),
 so peak RSS and load time are each engine's own; the repetitions alternate (phirt, llama.cpp,
@@ -23,6 +24,19 @@ The same random token ids and the same n_ctx go to both engines; llama.cpp gets
 engines a Q8_0 KV cache (phirt ``kv_type="q8_0"``; llama.cpp ``type_k = type_v = q8_0``, which
 needs its ``flash_attn``). The table shows medians over the repetitions, ±half their range in
 percent, and the ratio phirt / llama.cpp.
+
+Decode is bound by memory reads: each token reads every matrix once (token_embd only for its
+one row, unless the output layer shares it) plus the KV cache so far. Next to the decode figure
+the table gives each engine's share of that limit: tok/s × bytes read per token ÷ the read
+bandwidth numpy measures here with the same thread count (a buffer 4× the last-level cache,
+np.add.reduce, as benchmarks/kernels.py).
+
+Nothing is built here. ``--llama-cpp-path DIR`` imports llama_cpp from DIR instead (e.g. a
+llama-cpp-python built for a narrower ISA: ``CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON
+-DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF ..." pip install --no-deps --target DIR
+llama-cpp-python==0.3.36``); ``--phirt-isa`` sets PHIRT_ISA for phirt's processes. A
+llama-cpp-python built for instructions this CPU lacks stops its process with SIGILL: the script
+says so rather than build another.
 """
 
 from __future__ import annotations
@@ -31,9 +45,11 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,9 +101,22 @@ class PhirtEngine:
         }
 
 
+def import_llama_cpp(path: str | None) -> Any:
+    """llama_cpp from `path` (a pip --target directory) when given, else the installed one."""
+    if path:
+        sys.path.insert(0, os.path.abspath(path))
+    import llama_cpp
+
+    if path and not Path(llama_cpp.__file__).resolve().is_relative_to(Path(path).resolve()):
+        raise SystemExit(f"--llama-cpp-path {path}: no llama_cpp package there")
+    return llama_cpp
+
+
 class LlamaCppEngine:
+    llama_cpp_path: str | None = None
+
     def __init__(self, path: str, n_ctx: int, threads: int, kv_type: str) -> None:
-        import llama_cpp
+        llama_cpp = import_llama_cpp(self.llama_cpp_path)
 
         self._llama_cpp = llama_cpp
         q8 = {"type_k": 8, "type_v": 8, "flash_attn": True} if kv_type == "q8_0" else {}
@@ -120,6 +149,7 @@ class LlamaCppEngine:
             "version": self._llama_cpp.__version__,
             "backend": " ".join(on),
             "threads": self.threads,
+            "path": str(Path(self._llama_cpp.__file__).parent),
         }
 
 
@@ -150,6 +180,7 @@ def peak_rss_mib() -> float:
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement of every figure of one job ("main" or "long") with one engine."""
     tokens = job_tokens(args.vocab, args.seed)
+    LlamaCppEngine.llama_cpp_path = args.llama_cpp_path
     t0 = time.perf_counter()
     engine = OPENERS[args.worker](args.model, args.n_ctx, args.threads, args.kv_type)
     engine.reset()
@@ -232,6 +263,64 @@ def n_vocab_of(path: str) -> int:
     return int(GGUFFile(path).tensors["token_embd.weight"].shape[0])
 
 
+def last_level_cache_bytes() -> int:
+    """Largest cache of CPU 0 from sysfs (the L3 on x86); 32 MiB when sysfs has none."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip().upper()
+            units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+            best = max(best, int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+        except (OSError, ValueError, KeyError):
+            continue
+    return best or 32 << 20
+
+
+def read_bandwidth(threads: int, reps: int = 7) -> float:
+    """Bytes/s numpy reads from DRAM with `threads` threads: np.add.reduce over contiguous parts
+    of a buffer 4x the last-level cache (at least 1 GiB), median of `reps` passes."""
+    buf = np.ones(max(1 << 30, 4 * last_level_cache_bytes()) // 4, np.float32)
+    parts = np.array_split(buf, threads)
+
+    def once() -> float:
+        start = threading.Barrier(threads)
+        pool = [
+            threading.Thread(target=lambda p=p: (start.wait(), np.add.reduce(p))) for p in parts
+        ]
+        t = time.perf_counter()
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+        return time.perf_counter() - t
+
+    once()  # warm-up: pages faulted in
+    return buf.nbytes / statistics.median(once() for _ in range(reps))
+
+
+def decode_bytes_per_token(path: str, context: int, kv_type: str) -> float:
+    """Bytes one decoded token reads: every tensor but the token embedding (one row of it, or all
+    of it when it is also the output layer), plus K and V of `context` cached tokens."""
+    from phirt.formats.gguf import GGUFFile
+
+    f = GGUFFile(path)
+    total = 0.0
+    for name, t in f.tensors.items():
+        if name == "token_embd.weight" and "output.weight" in f.tensors:
+            total += t.row_bytes
+        else:
+            total += t.n_bytes
+    arch = f.arch or ""
+    n_layer = f.get(f"{arch}.block_count", 0)
+    n_head = f.get(f"{arch}.attention.head_count", 0)
+    n_kv = f.get(f"{arch}.attention.head_count_kv", n_head)
+    n_embd = f.get(f"{arch}.embedding_length", 0)
+    if n_layer and n_head and n_embd:
+        per_value = 2.0 if kv_type == "f16" else 34 / 32
+        total += 2 * n_layer * context * n_kv * (n_embd // n_head) * per_value
+    return total
+
+
 def warm_page_cache(path: str) -> float:
     """Read the file once so that neither engine's first load pays for the disk."""
     t = time.perf_counter()
@@ -276,11 +365,22 @@ def run_job(
         "--kv-type",
         args.kv_type,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if args.llama_cpp_path:
+        cmd += ["--llama-cpp-path", args.llama_cpp_path]
+    env = dict(os.environ)
+    if args.phirt_isa and engine == "phirt":
+        env["PHIRT_ISA"] = args.phirt_isa
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             return json.loads(line[len(RESULT_MARK) :])
     sys.stderr.write(proc.stdout + proc.stderr)
+    if proc.returncode == -signal.SIGILL:
+        raise SystemExit(
+            f"{LABELS[engine]} stopped on an illegal instruction: it was built for instructions "
+            "this CPU lacks (llama-cpp-python built on another machine? pass --llama-cpp-path to "
+            "one built for this CPU; nothing is built here)"
+        )
     raise SystemExit(f"{LABELS[engine]} worker failed (exit {proc.returncode}) on {model}")
 
 
@@ -305,6 +405,15 @@ def compare(model: str, threads: int, args: argparse.Namespace) -> dict[str, Any
     info: dict[str, Any] = {}
     cpu_share: dict[str, list[float]] = {e: [] for e in ENGINES}
     load_before = os.getloadavg()
+    bandwidth = read_bandwidth(threads)
+    # the decode figure runs from SHORT_PROMPT to SHORT_PROMPT + tg cached tokens
+    bytes_per_token = decode_bytes_per_token(model, SHORT_PROMPT + args.tg // 2, args.kv_type)
+    print(
+        f"  read bandwidth {bandwidth / 1e9:.1f} GB/s ({threads} threads), "
+        f"{bytes_per_token / 1e9:.3f} GB read per decoded token",
+        file=sys.stderr,
+        flush=True,
+    )
     for rep in range(1, args.reps + 1):
         for job in jobs:
             for engine in ENGINES:
@@ -338,6 +447,9 @@ def compare(model: str, threads: int, args: argparse.Namespace) -> dict[str, Any
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "cpu_share": cpu_share,
+        "read_bandwidth_gbps": bandwidth / 1e9,
+        "decode_bytes_per_token": bytes_per_token,
+        "phirt_isa_env": args.phirt_isa or os.environ.get("PHIRT_ISA", ""),
         "figures": figs,
     }
 
@@ -360,8 +472,10 @@ def format_table(res: dict[str, Any]) -> str:
         f"{Path(res['model']).name} ({res['size_gb']:.2f} GB), {res['threads']} threads, "
         f"{res['reps']} interleaved reps, {ctx}, {res['kv_type']} KV cache",
         f"  phirt {eng['phirt']['version']} ({res['phirt_commit']}): {eng['phirt']['backend']}",
-        f"  llama.cpp (llama-cpp-python {eng['llamacpp']['version']}): "
-        f"{eng['llamacpp']['backend']}",
+        f"  llama.cpp (llama-cpp-python {eng['llamacpp']['version']}, "
+        f"{eng['llamacpp'].get('path', '?')}): {eng['llamacpp']['backend']}",
+        f"  read bandwidth {res['read_bandwidth_gbps']:.1f} GB/s (numpy, {res['threads']} "
+        f"threads); decode reads {res['decode_bytes_per_token'] / 1e9:.3f} GB per token",
         f"  load average 1/5/15 min: {load} (before -> after); CPU share per thread, "
         + ", ".join(
             f"{LABELS[e]} {min(res['cpu_share'][e]):.2f}-{max(res['cpu_share'][e]):.2f}"
@@ -383,6 +497,18 @@ def format_table(res: dict[str, Any]) -> str:
                 floor,
             )
         )
+        if f.key.startswith("tg"):
+            limit = 1e9 * res["read_bandwidth_gbps"] / res["decode_bytes_per_token"]
+            share = {e: f.median(e) / limit for e in ENGINES}
+            rows.append(
+                (
+                    f"  share of read-bandwidth limit ({limit:.1f} tok/s)",
+                    f"{100 * share['phirt']:.0f} %",
+                    f"{100 * share['llamacpp']:.0f} %",
+                    "",
+                    "aim >= 90 %",
+                )
+            )
     near, far = (
         next((f for f in figs if f.key == f"decode@{p}"), None) for p in (LONG_NEAR, LONG_FAR)
     )
@@ -452,6 +578,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt token ids")
     p.add_argument("--kv-type", choices=("f16", "q8_0"), default="f16", help="KV cache type (f16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--phirt-isa", help="PHIRT_ISA for phirt's processes (e.g. avx2)")
+    p.add_argument(
+        "--llama-cpp-path", help="import llama_cpp from this directory (a pip --target dir)"
+    )
     # internal: one engine in this process
     p.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     p.add_argument("--job", choices=("main", "long"), default="main", help=argparse.SUPPRESS)

@@ -14,11 +14,33 @@
 
 namespace phirt {
 
+// Which ISA paths this build compiled; their table functions are stubs otherwise.
+#if defined(PHIRT_HAVE_X86_SIMD)
+constexpr bool kHaveX86 = true;
+#else
+constexpr bool kHaveX86 = false;
+#endif
+#if defined(PHIRT_HAVE_AVXVNNI)
+constexpr bool kHaveAvxVnni = true;
+#else
+constexpr bool kHaveAvxVnni = false;
+#endif
+#if defined(PHIRT_HAVE_NEON)
+constexpr bool kHaveNeon = true;
+#else
+constexpr bool kHaveNeon = false;
+#endif
+
 #if !defined(PHIRT_HAVE_X86_SIMD)
 const DotKernels *dot_kernels_avx2() {
     return nullptr;
 }
 const DotKernels *dot_kernels_avx512() {
+    return nullptr;
+}
+#endif
+#if !defined(PHIRT_HAVE_AVXVNNI)  // the compiler had no -mavxvnni
+const DotKernels *dot_kernels_avxvnni() {
     return nullptr;
 }
 #endif
@@ -61,34 +83,41 @@ CpuFeatures detect() {
     return f;
 }
 
+// An ISA path. Its table function runs that ISA's code (building the table is compiled with its
+// flags, and the compiler may use its instructions there), so it is called only once `compiled`
+// and `supported` hold.
 struct Candidate {
     const char *name;
+    bool compiled;
     const DotKernels *(*table)();
     bool (*supported)(const CpuFeatures &);
 };
 
+// Worst to best where a CPU has several (Sapphire Rapids has AVX-VNNI and AVX-512 VNNI).
 const Candidate kCandidates[] = {
-    {"avx2", dot_kernels_avx2, [](const CpuFeatures &f) { return f.avx2 && f.fma && f.f16c; }},
-    {"avx512", dot_kernels_avx512,
+    {"avx2", kHaveX86, dot_kernels_avx2,
+     [](const CpuFeatures &f) { return f.avx2 && f.fma && f.f16c; }},
+    {"avxvnni", kHaveAvxVnni, dot_kernels_avxvnni,
+     [](const CpuFeatures &f) { return f.avx2 && f.fma && f.f16c && f.avxvnni; }},
+    {"avx512", kHaveX86, dot_kernels_avx512,
      [](const CpuFeatures &f) {
          return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.f16c;
      }},
-    {"neon", dot_kernels_neon, [](const CpuFeatures &f) { return f.neon && f.dotprod; }},
+    {"neon", kHaveNeon, dot_kernels_neon, [](const CpuFeatures &f) { return f.neon && f.dotprod; }},
 };
 
 const DotKernels *lookup(const std::string &name) {
     if (name == "scalar") return &dot_kernels_scalar();
     for (const auto &c : kCandidates) {
         if (name != c.name) continue;
-        const DotKernels *t = c.table();
-        if (t == nullptr)
+        if (!c.compiled)
             throw std::invalid_argument("ISA '" + name + "' is not compiled into this build");
         if (!c.supported(cpu_features()))
             throw std::invalid_argument("ISA '" + name + "' is not supported by this CPU");
-        return t;
+        return c.table();
     }
     throw std::invalid_argument("unknown ISA '" + name +
-                                "' (expected scalar, avx2, avx512 or neon)");
+                                "' (expected scalar, avx2, avxvnni, avx512 or neon)");
 }
 
 const DotKernels *initial_table() {
@@ -109,7 +138,7 @@ const CpuFeatures &cpu_features() {
 std::vector<std::string> available_isas() {
     std::vector<std::string> out{"scalar"};
     for (const auto &c : kCandidates)
-        if (c.table() != nullptr && c.supported(cpu_features())) out.push_back(c.name);
+        if (c.compiled && c.supported(cpu_features())) out.push_back(c.name);
     return out;
 }
 
@@ -124,6 +153,10 @@ const DotKernels &active_kernels() {
 
 void set_isa(const std::string &name) {
     g_active.store(lookup(name), std::memory_order_release);
+}
+
+void set_kernels(const DotKernels &table) {
+    g_active.store(&table, std::memory_order_release);
 }
 
 }  // namespace phirt

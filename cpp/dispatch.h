@@ -27,4 +27,8 @@ const DotKernels &active_kernels();
 // Pin a path; throws std::invalid_argument naming the ISA when it is unknown or unsupported here.
 void set_isa(const std::string &name);
 
+// Make `table` active as it is, with no CPU check: for the C++ tests of a table no name selects
+// (the caller checks the CPU runs it).
+void set_kernels(const DotKernels &table);
+
 }  // namespace phirt

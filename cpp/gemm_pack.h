@@ -57,7 +57,8 @@ static inline void unpack_legacy(const uint8_t *src, int64_t k, uint8_t *u, floa
     }
 }
 
-static inline void unpack_q8_0(const uint8_t *src, int64_t k, uint8_t *u, float *sc, float *of) {
+static inline void unpack_q8_0(const uint8_t *src, int64_t k, uint8_t *u, float *sc,
+                               float * /*of: Q8_0 has none*/) {
     const auto *b = reinterpret_cast<const block_q8_0 *>(src);
     for (int64_t i = 0; i < k / QK8_0; ++i, u += QK8_0) {
         sc[i * kPanelRows] = fp16_to_fp32(b[i].d);
@@ -94,7 +95,8 @@ static inline void unpack_k45(const Block *b, int64_t k, uint8_t *u, float *sc, 
 }
 
 // Q6_K: 16 groups of 16 per super-block, u = q (0..63), zero 32.
-static inline void unpack_q6_K(const uint8_t *src, int64_t k, uint8_t *u, float *sc, float *of) {
+static inline void unpack_q6_K(const uint8_t *src, int64_t k, uint8_t *u, float *sc,
+                               float * /*of: Q6_K has none*/) {
     const auto *b = reinterpret_cast<const block_q6_K *>(src);
     for (int64_t i = 0; i < k / QK_K; ++i) {
         const float d = fp16_to_fp32(b[i].d);

@@ -27,11 +27,24 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
         "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni")
     # bit-identical to the reference: no contraction of its separate products and sums
+    set(_avx2_exact ${PHIRT_CPP_DIR}/x86/attn_q8_avx2.cpp)
+    set_source_files_properties(${_avx2_exact} PROPERTIES COMPILE_OPTIONS
+        "-mavx2;-mfma;-mf16c;-ffp-contract=off")
     set(_avx512_exact ${PHIRT_CPP_DIR}/x86/attn_q8_avx512.cpp)
     set_source_files_properties(${_avx512_exact} PROPERTIES COMPILE_OPTIONS
         "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-ffp-contract=off")
-    list(APPEND PHIRT_SOURCES ${_avx2} ${_avx512} ${_avx512_exact})
+    list(APPEND PHIRT_SOURCES ${_avx2} ${_avx512} ${_avx2_exact} ${_avx512_exact})
     list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_X86_SIMD)
+    # AVX-VNNI (VEX VPDPBUSD) needs GCC >= 11 or Clang >= 12; older compilers build without it.
+    include(CheckCXXCompilerFlag)
+    check_cxx_compiler_flag(-mavxvnni PHIRT_CXX_HAS_AVXVNNI)
+    if(PHIRT_CXX_HAS_AVXVNNI)
+        set(_avxvnni ${PHIRT_CPP_DIR}/x86/dot_avxvnni.cpp)
+        set_source_files_properties(${_avxvnni} PROPERTIES COMPILE_OPTIONS
+            "-mavx2;-mfma;-mf16c;-mavxvnni")
+        list(APPEND PHIRT_SOURCES ${_avxvnni})
+        list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_AVXVNNI)
+    endif()
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
     set(_neon ${PHIRT_CPP_DIR}/arm/dot_neon.cpp)
     set_source_files_properties(${_neon} PROPERTIES COMPILE_OPTIONS "-march=armv8.2-a+dotprod")

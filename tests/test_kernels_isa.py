@@ -10,6 +10,8 @@ Two kinds of check:
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES
@@ -350,3 +352,31 @@ def test_attention_matches_scalar(isa: str, window: int, hd: int) -> None:
     got = K.attention(q, kc, vc, 30, scale, window)
     vmax = np.abs(vc.astype(np.float32)).max()
     np.testing.assert_allclose(got, ref, rtol=0, atol=2.0**-10 * vmax)
+
+
+# ---------------------------------------------------------------- x86 paths: selectable or skipped
+
+# The CPU features each x86 path needs (dispatch.cpp's checks).
+X86_PATHS = {
+    "avx2": ("avx2", "fma", "f16c"),
+    "avxvnni": ("avx2", "fma", "f16c", "avxvnni"),
+    "avx512": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512vnni", "f16c"),
+}
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="not an x86-64 CPU"
+)
+@pytest.mark.parametrize("name", list(X86_PATHS))
+def test_x86_path_selectable_where_the_cpu_has_it(name: str) -> None:
+    missing = [f for f in X86_PATHS[name] if not K.cpu_features()[f]]
+    try:
+        K.set_isa(name)
+    except ValueError as e:
+        assert name not in K.available_isas()
+        if "not compiled" in str(e):
+            pytest.skip(f"the {name} path is not compiled into this build: {e}")
+        assert missing, f"{name}: rejected although the CPU has {X86_PATHS[name]}: {e}"
+        pytest.skip(f"this CPU lacks {', '.join(missing)}: the {name} path cannot run here")
+    assert not missing, f"{name} was selected on a CPU without {missing}"
+    assert K.isa() == name and name in K.available_isas()

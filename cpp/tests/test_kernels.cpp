@@ -31,6 +31,17 @@
 
 using namespace phirt;
 
+// The AVX-VNNI kernels built for AVX512-VL + VNNI (avxvnni_evex.cpp, x86 builds only).
+namespace phirt {
+#if defined(PHIRT_TEST_AVXVNNI_EVEX)
+const DotKernels *dot_kernels_avxvnni_evex();
+#else
+const DotKernels *dot_kernels_avxvnni_evex() {
+    return nullptr;
+}
+#endif
+}  // namespace phirt
+
 namespace {
 
 // ---- reporting ----
@@ -187,37 +198,17 @@ std::vector<float> make_data(Pattern p, int64_t n) {
 
 // ---- formats under test ----
 
-struct DotCase {
-    const char *name;
-    GgmlType wtype;
-    VecDotFn DotKernels::*dot;
-    ConvertFn DotKernels::*convert;            // nullptr: F32 activations are used as they are
-    int block;                                 // elements per activation block
-    int act_bytes;                             // bytes per activation block
-    VecDotRowsFn DotKernels::*rows = nullptr;  // the multi-row twin of dot, where there is one
-};
+// One case per matmul weight type (dot.h's kWeightFormats): its kernels and activation format.
+using DotCase = WeightFormat;
+constexpr const auto &kDotCases = kWeightFormats;
 
-const DotCase kDotCases[] = {
-    {"q4_0_q8_0", GgmlType::Q4_0, &DotKernels::q4_0_q8_0, &DotKernels::to_q8_0, QK8_0,
-     sizeof(block_q8_0), &DotKernels::q4_0_q8_0_rows},
-    {"q4_1_q8_1", GgmlType::Q4_1, &DotKernels::q4_1_q8_1, &DotKernels::to_q8_1, QK8_1,
-     sizeof(block_q8_1), &DotKernels::q4_1_q8_1_rows},
-    {"q5_0_q8_0", GgmlType::Q5_0, &DotKernels::q5_0_q8_0, &DotKernels::to_q8_0, QK8_0,
-     sizeof(block_q8_0), &DotKernels::q5_0_q8_0_rows},
-    {"q5_1_q8_1", GgmlType::Q5_1, &DotKernels::q5_1_q8_1, &DotKernels::to_q8_1, QK8_1,
-     sizeof(block_q8_1), &DotKernels::q5_1_q8_1_rows},
-    {"q8_0_q8_0", GgmlType::Q8_0, &DotKernels::q8_0_q8_0, &DotKernels::to_q8_0, QK8_0,
-     sizeof(block_q8_0), &DotKernels::q8_0_q8_0_rows},
-    {"q4_K_q8_K", GgmlType::Q4_K, &DotKernels::q4_K_q8_K, &DotKernels::to_q8_K, QK_K,
-     sizeof(block_q8_K), &DotKernels::q4_K_q8_K_rows},
-    {"q5_K_q8_K", GgmlType::Q5_K, &DotKernels::q5_K_q8_K, &DotKernels::to_q8_K, QK_K,
-     sizeof(block_q8_K), &DotKernels::q5_K_q8_K_rows},
-    {"q6_K_q8_K", GgmlType::Q6_K, &DotKernels::q6_K_q8_K, &DotKernels::to_q8_K, QK_K,
-     sizeof(block_q8_K), &DotKernels::q6_K_q8_K_rows},
-    {"f16_f16", GgmlType::F16, &DotKernels::f16_f16, &DotKernels::to_f16, 1, 2},
-    {"bf16_bf16", GgmlType::BF16, &DotKernels::bf16_bf16, &DotKernels::to_bf16, 1, 2},
-    {"f32_f32", GgmlType::F32, &DotKernels::f32_f32, nullptr, 1, 4},
-};
+const char *case_name(const DotCase &c);
+VecDotFn dot_of(const DotKernels &k, const DotCase &c) {
+    return (k.*c.kernels).dot;
+}
+VecDotRowsFn rows_of(const DotKernels &k, const DotCase &c) {
+    return (k.*c.kernels).dot_rows;
+}
 
 bool is_float_type(GgmlType t) {
     return t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::F32;
@@ -229,18 +220,22 @@ const TypeTraits &traits(GgmlType t) {
     return *tt;
 }
 
+const char *case_name(const DotCase &c) {
+    return traits(c.type).name;
+}
+
 int64_t act_row_bytes(const DotCase &c, int64_t k) {
-    return k / c.block * c.act_bytes;
+    return k / c.act.block * c.act.bytes;
 }
 
 std::vector<uint8_t> convert_act(const DotKernels &kern, const DotCase &c,
                                  const std::vector<float> &x) {
     const int64_t k = (int64_t)x.size();
     std::vector<uint8_t> out(act_row_bytes(c, k));
-    if (c.convert == nullptr)
+    if (c.act.convert == nullptr)
         std::memcpy(out.data(), x.data(), out.size());
     else
-        (kern.*c.convert)(x.data(), out.data(), k);
+        (kern.*c.act.convert)(x.data(), out.data(), k);
     return out;
 }
 
@@ -398,7 +393,7 @@ void unpack_weights(GgmlType t, const uint8_t *row, int64_t k, std::vector<doubl
 std::vector<double> unpack_act(const DotCase &c, const uint8_t *act, int64_t k) {
     std::vector<double> a(k);
     for (int64_t i = 0; i < k; ++i) {
-        switch (c.act_bytes) {
+        switch (c.act.bytes) {
             case sizeof(block_q8_0): {
                 const auto *b = reinterpret_cast<const block_q8_0 *>(act) + i / 32;
                 a[i] = (double)fp16_to_fp32(b->d) * b->qs[i % 32];
@@ -415,7 +410,7 @@ std::vector<double> unpack_act(const DotCase &c, const uint8_t *act, int64_t k) 
                 break;
             }
             case 2:
-                a[i] = c.wtype == GgmlType::F16
+                a[i] = c.type == GgmlType::F16
                            ? fp16_to_fp32(reinterpret_cast<const ggml_half *>(act)[i])
                            : bf16_to_fp32(reinterpret_cast<const ggml_bf16 *>(act)[i]);
                 break;
@@ -446,17 +441,17 @@ void test_unpack_matches_dequantize() {
         const int64_t k = 512;
         for (Source src : {kQuantized, kRandomBytes, kOnes, kZeroBytes, kExtremeScales}) {
             std::vector<uint8_t> w;
-            if (!make_weights(c.wtype, 1, k, src, kWide, &w)) continue;
+            if (!make_weights(c.type, 1, k, src, kWide, &w)) continue;
             std::vector<double> p, o;
-            unpack_weights(c.wtype, w.data(), k, &p, &o);
+            unpack_weights(c.type, w.data(), k, &p, &o);
             std::vector<float> deq(k);
-            dequantize_row((int)c.wtype, w.data(), deq.data(), k);
+            dequantize_row((int)c.type, w.data(), deq.data(), k);
             bool ok = true;
             for (int64_t i = 0; i < k && ok; ++i) {
                 const double want = p[i] + o[i];
                 ok = std::fabs(deq[i] - want) <= 1e-6 * (std::fabs(p[i]) + std::fabs(o[i])) + 1e-30;
             }
-            check(ok, fmt("unpack %s %s", c.name, kSourceNames[src]));
+            check(ok, fmt("unpack %s %s", case_name(c), kSourceNames[src]));
         }
     }
 }
@@ -578,25 +573,25 @@ void test_activation_round_trip() {
     Section s("reference: activation formats round trip");
     const DotKernels &S = dot_kernels_scalar();
     for (const DotCase &c : kDotCases) {
-        if (c.convert == nullptr || c.wtype == GgmlType::Q4_1 || c.wtype == GgmlType::Q5_1 ||
-            c.wtype == GgmlType::Q5_0 || c.wtype == GgmlType::Q5_K || c.wtype == GgmlType::Q6_K)
+        if (c.act.convert == nullptr || c.type == GgmlType::Q4_1 || c.type == GgmlType::Q5_1 ||
+            c.type == GgmlType::Q5_0 || c.type == GgmlType::Q5_K || c.type == GgmlType::Q6_K)
             continue;  // one case per activation format
         for (Pattern pat : kDotPatterns) {
             const int64_t k = 1024;
             const std::vector<float> x = make_data(pat, k);
             const std::vector<uint8_t> act = convert_act(S, c, x);
             const std::vector<double> a = unpack_act(c, act.data(), k);
-            const std::vector<float> amax = block_absmax(x, c.block);
+            const std::vector<float> amax = block_absmax(x, c.act.block);
             bool ok = true;
             for (int64_t i = 0; i < k && ok; ++i) {
                 const double step =
-                    c.block == 1
-                        ? std::fabs(x[i]) * (c.wtype == GgmlType::BF16 ? 1.0 / 256 : 1.0 / 2048) +
+                    c.act.block == 1
+                        ? std::fabs(x[i]) * (c.type == GgmlType::BF16 ? 1.0 / 256 : 1.0 / 2048) +
                               1e-7
                         : amax[i] / 254.0 + amax[i] * 1e-3 + 127 * std::ldexp(1.0, -25);
                 ok = std::fabs(a[i] - x[i]) <= step + 1e-30;
             }
-            check(ok, fmt("activation %s %s", c.name, kPatternNames[pat]));
+            check(ok, fmt("activation %s %s", case_name(c), kPatternNames[pat]));
         }
     }
     // Q8_1's s is the block sum d·Σq (d before its f16 rounding); Q8_K's bsums are sums of 16 qs.
@@ -625,6 +620,29 @@ void test_activation_round_trip() {
 }
 
 // ---- ISA twins vs scalar ----
+
+// The table's shape: every entry set but the optional packed GEMM, which comes in pairs and only
+// for types with a packed form; a one-row dot overridden together with its multi-row twin (the
+// scalar's rows would run the scalar's dot, not this table's).
+void test_table(const DotKernels &K, const DotKernels &S) {
+    Section s(std::string("[") + K.isa + "] kernel table complete and consistent");
+    const ConvertFn convs[] = {K.to_q8_0, K.to_q8_1, K.to_q8_K, K.to_f16, K.to_bf16};
+    for (ConvertFn f : convs) check(f != nullptr, "converter set");
+    check(K.nbits4_q8_0 && K.axpy_f16 && K.attn_scores && K.attn_values && K.exp_sum &&
+              K.attn_q8_scores && K.attn_q8_values,
+          "attention and MatMulNBits entries set");
+    for (const DotCase &c : kDotCases) {
+        const TypeKernels &t = K.*c.kernels, &ref = S.*c.kernels;
+        check(t.dot != nullptr && t.dot_rows != nullptr,
+              fmt("%s: dot and dot_rows set", case_name(c)));
+        check((t.pack_panel == nullptr) == (t.gemm_panel == nullptr),
+              fmt("%s: pack_panel and gemm_panel both or neither", case_name(c)));
+        check(t.gemm_panel == nullptr || gemm_form((int)c.type).group > 0,
+              fmt("%s: packed GEMM only for a type with a packed form", case_name(c)));
+        check(&K == &S || t.dot == ref.dot || t.dot_rows != ref.dot_rows,
+              fmt("%s: dot overridden without dot_rows", case_name(c)));
+    }
+}
 
 void test_converters(const std::string &isa, const DotKernels &K, const DotKernels &S) {
     Section s("[" + isa + "] activation converters == scalar bytes");
@@ -665,8 +683,8 @@ void test_converters(const std::string &isa, const DotKernels &K, const DotKerne
 
 void test_dots(const std::string &isa, const DotKernels &K, const DotKernels &S) {
     for (const DotCase &c : kDotCases) {
-        Section s("[" + isa + "] dot " + c.name + " ~ scalar");
-        const TypeTraits &tt = traits(c.wtype);
+        Section s("[" + isa + "] dot " + case_name(c) + " ~ scalar");
+        const TypeTraits &tt = traits(c.type);
         std::vector<int64_t> sizes;
         if (tt.block_size == QK_K)
             sizes = {256, 768, 4096};
@@ -685,21 +703,21 @@ void test_dots(const std::string &isa, const DotKernels &K, const DotKernels &S)
                 weights.push_back({src, kRandom});
             for (const W &wd : weights) {
                 std::vector<uint8_t> w;
-                if (!make_weights(c.wtype, 1, n, wd.src, wd.pat, &w)) continue;
+                if (!make_weights(c.type, 1, n, wd.src, wd.pat, &w)) continue;
                 std::vector<double> p, o;
-                unpack_weights(c.wtype, w.data(), n, &p, &o);
+                unpack_weights(c.type, w.data(), n, &p, &o);
                 for (Pattern apat : kDotPatterns) {
                     const std::vector<float> x = make_data(apat, n);
                     const std::vector<uint8_t> act = convert_act(S, c, x);
                     const double mag = dot_magnitude(p, o, unpack_act(c, act.data(), n));
-                    const float ref = (S.*c.dot)(n, w.data(), act.data());
-                    const float got = (K.*c.dot)(n, w.data(), act.data());
+                    const float ref = dot_of(S, c)(n, w.data(), act.data());
+                    const float got = dot_of(K, c)(n, w.data(), act.data());
                     const double err = std::fabs((double)got - ref);
                     check(std::isfinite(ref) && within(err, kDotRel * mag + kDotAbs),
                           fmt("%s n=%lld w=%s/%s x=%s: %s %.9g scalar %.9g (err %.3g, bound %.3g)",
-                              c.name, (long long)n, kSourceNames[wd.src], kPatternNames[wd.pat],
-                              kPatternNames[apat], isa.c_str(), got, ref, err,
-                              kDotRel * mag + kDotAbs));
+                              case_name(c), (long long)n, kSourceNames[wd.src],
+                              kPatternNames[wd.pat], kPatternNames[apat], isa.c_str(), got, ref,
+                              err, kDotRel * mag + kDotAbs));
                 }
             }
         }
@@ -711,14 +729,13 @@ void test_dots(const std::string &isa, const DotKernels &K, const DotKernels &S)
 // than their bytes and row lengths that leave the kernels' tails in use.
 void test_dot_rows(const std::string &isa, const DotKernels &K, const DotKernels &S) {
     for (const DotCase &c : kDotCases) {
-        if (c.rows == nullptr || K.*c.rows == nullptr) continue;
-        Section s("[" + isa + "] dot rows " + c.name + " == one-row dot");
-        const int64_t blk = traits(c.wtype).block_size;
+        Section s("[" + isa + "] dot rows " + case_name(c) + " == one-row dot");
+        const int64_t blk = traits(c.type).block_size;
         for (int64_t n : {blk, 3 * blk, 16 * blk, 17 * blk, 32 * blk + 15 * blk}) {
-            const int64_t rb = row_bytes(traits(c.wtype), n), stride = rb + 40;
+            const int64_t rb = row_bytes(traits(c.type), n), stride = rb + 40;
             for (Source src : {kQuantized, kRandomBytes, kExtremeScales}) {
                 std::vector<uint8_t> w;
-                if (!make_weights(c.wtype, kMaxDotRows, n, src, kWide, &w)) continue;
+                if (!make_weights(c.type, kMaxDotRows, n, src, kWide, &w)) continue;
                 std::vector<uint8_t> spaced(stride * kMaxDotRows, 0xA5);
                 for (int r = 0; r < kMaxDotRows; ++r)
                     std::memcpy(spaced.data() + r * stride, w.data() + r * rb, rb);
@@ -726,13 +743,13 @@ void test_dot_rows(const std::string &isa, const DotKernels &K, const DotKernels
                     const std::vector<uint8_t> act = convert_act(S, c, make_data(apat, n));
                     for (int nr = 1; nr <= kMaxDotRows; ++nr) {
                         float y[kMaxDotRows];
-                        (K.*c.rows)(n, spaced.data(), stride, nr, act.data(), y);
+                        rows_of(K, c)(n, spaced.data(), stride, nr, act.data(), y);
                         for (int r = 0; r < nr; ++r) {
-                            const float one = (K.*c.dot)(n, w.data() + r * rb, act.data());
+                            const float one = dot_of(K, c)(n, w.data() + r * rb, act.data());
                             check(std::memcmp(&one, &y[r], sizeof(float)) == 0,
                                   fmt("%s n=%lld w=%s x=%s nr=%d row %d: %.9g, one-row dot %.9g",
-                                      c.name, (long long)n, kSourceNames[src], kPatternNames[apat],
-                                      nr, r, y[r], one));
+                                      case_name(c), (long long)n, kSourceNames[src],
+                                      kPatternNames[apat], nr, r, y[r], one));
                         }
                     }
                 }
@@ -771,15 +788,15 @@ void test_matmul(const std::string &isa, const DotKernels &K) {
     for (const DotCase &c : kDotCases) {
         const int64_t n = 37, k = 512;
         std::vector<uint8_t> w;
-        if (!make_weights(c.wtype, n, k, kQuantized, kWide, &w)) continue;
-        const WeightView view{w.data(), (int)c.wtype, n, k, row_bytes(traits(c.wtype), k)};
+        if (!make_weights(c.type, n, k, kQuantized, kWide, &w)) continue;
+        const WeightView view{w.data(), (int)c.type, n, k, row_bytes(traits(c.type), k)};
         for (int64_t m : {1, 3, 5, 9}) {
-            const bool packed = uses_packed_gemm(K, (int)c.wtype, m);
+            const bool packed = uses_packed_gemm(K, (int)c.type, m);
             const std::vector<float> x = make_data(kWide, m * k);
             std::vector<float> ys(m * n), yk(m * n);
             set_isa("scalar");
             matmul(view, x.data(), m, ys.data());
-            set_isa(isa);
+            set_kernels(K);
             matmul(view, x.data(), m, yk.data());
             bool close = true, own = true;
             for (int64_t r = 0; r < m; ++r) {
@@ -788,18 +805,18 @@ void test_matmul(const std::string &isa, const DotKernels &K) {
                 const std::vector<double> a = unpack_act(c, act.data(), k);
                 for (int64_t j = 0; j < n; ++j) {
                     std::vector<double> p, o;
-                    unpack_weights(c.wtype, w.data() + j * view.row_bytes, k, &p, &o);
+                    unpack_weights(c.type, w.data() + j * view.row_bytes, k, &p, &o);
                     const double bound = kDotRel * dot_magnitude(p, o, a) + kDotAbs;
                     const float y_s = ys[r * n + j], y_k = yk[r * n + j];
                     close &= within(std::fabs((double)y_k - y_s), bound);
-                    const float direct = (K.*c.dot)(k, w.data() + j * view.row_bytes, act.data());
+                    const float direct = dot_of(K, c)(k, w.data() + j * view.row_bytes, act.data());
                     own &= packed ? within(std::fabs((double)y_k - direct), bound)
                                   : std::memcmp(&direct, &y_k, sizeof(float)) == 0;
                 }
             }
-            check(close, fmt("matmul %s m=%lld: %s vs scalar", traits(c.wtype).name, (long long)m,
+            check(close, fmt("matmul %s m=%lld: %s vs scalar", traits(c.type).name, (long long)m,
                              isa.c_str()));
-            check(own, fmt("matmul %s m=%lld: %s output %s its own dot", traits(c.wtype).name,
+            check(own, fmt("matmul %s m=%lld: %s output %s its own dot", traits(c.type).name,
                            (long long)m, isa.c_str(), packed ? "not within bound of" : "!="));
         }
     }
@@ -850,41 +867,88 @@ double gemm_magnitude(const GemmPanel &p, const GemmActs &a, int64_t i, int r) {
     return m;
 }
 
+// The largest code of a type's panel (the integer sums' worst case).
+int max_code(GgmlType t) {
+    switch (t) {
+        case GgmlType::Q5_0:
+        case GgmlType::Q5_1:
+        case GgmlType::Q5_K:
+            return 31;
+        case GgmlType::Q6_K:
+            return 63;
+        case GgmlType::Q8_0:
+            return 255;
+        default:
+            return 15;
+    }
+}
+
+// Integer sums at their extremes, where a kernel that keeps 16-bit partial sums would saturate:
+// every code at the type's maximum (and, for Q8_0, at 0: w = -128) against activations all +127
+// or all -127, with unit scales, so each exact result is an integer the float sum holds exactly.
+void test_gemm_extremes(const std::string &isa, GgmlType type, const TypeKernels &tk,
+                        const GemmForm &form) {
+    const int64_t k = 512, ng = k / form.group;
+    for (int code : {max_code(type), 0}) {
+        for (int sign : {1, -1}) {
+            std::vector<uint8_t> u(kPanelRows * k, (uint8_t)code);
+            std::vector<float> sc(ng * kPanelRows, 1.0f), of(ng * kPanelRows, 0.5f);
+            const GemmPanel p{u.data(), sc.data(), of.data(), k, form};
+            const int64_t m = 5;
+            GemmActData ad = make_gemm_acts(form, m, k);
+            for (auto &q : ad.q) q = (int8_t)(127 * sign);
+            for (int64_t g = 0; g < m * ng; ++g) {
+                ad.d[g] = 1.0f;
+                ad.zs[g] = -form.zero * 127 * sign * form.group;
+                ad.s[g] = (float)(127 * sign * form.group);
+            }
+            const GemmActs a = ad.acts(k, ng);
+            std::vector<float> y_ref(m * kPanelRows), y(m * kPanelRows);
+            gemm_panel_ref(p, a, m, y_ref.data(), kPanelRows, kPanelRows);
+            tk.gemm_panel(p, a, m, y.data(), kPanelRows, kPanelRows);
+            check(y == y_ref,
+                  fmt("gemm_panel %s codes all %d, activations all %d: %s (%g) != "
+                      "scalar (%g)",
+                      traits(type).name, code, 127 * sign, isa.c_str(), y[0], y_ref[0]));
+        }
+    }
+}
+
 // The ISA's packed GEMM against the scalar spec (gemm_ref.cpp): panels byte for byte, full and
 // partial (rows past the matrix must be zero), from quantized and from random weight bytes; the
 // panel product within the float-order bound, for every micro-tile height and for k past one
 // cache pass of the AVX-512 kernel (2048 columns).
 void test_packed_gemm(const std::string &isa, const DotKernels &K) {
-    if (K.pack_panel == nullptr) return;
-    Section s("[" + isa + "] packed GEMM ~ scalar spec");
     for (const DotCase &c : kDotCases) {
-        const GemmForm form = gemm_form((int)c.wtype);
-        if (form.group == 0) continue;
+        const TypeKernels &tk = K.*c.kernels;
+        if (tk.gemm_panel == nullptr) continue;
+        Section s("[" + isa + "] packed GEMM " + case_name(c) + " ~ scalar spec");
+        const GemmForm form = gemm_form((int)c.type);
         for (int64_t k : {512, 2560}) {
-            const int64_t rb = row_bytes(traits(c.wtype), k), ng = k / form.group * kPanelRows;
+            const int64_t rb = row_bytes(traits(c.type), k), ng = k / form.group * kPanelRows;
             for (Source src : {kQuantized, kRandomBytes}) {
                 std::vector<uint8_t> w;
-                if (!make_weights(c.wtype, kPanelRows, k, src, kWide, &w)) continue;
+                if (!make_weights(c.type, kPanelRows, k, src, kWide, &w)) continue;
                 for (int n_rows : {kPanelRows, 5}) {
                     std::vector<uint8_t> u_ref(kPanelRows * k, 1), u(kPanelRows * k, 2),
                         rows(kPanelRows * k);
                     std::vector<float> sc_ref(ng, 1), sc(ng, 2), of_ref(ng, 1), of(ng, 2);
                     GemmPanel p_ref{u_ref.data(), sc_ref.data(), of_ref.data(), k, form};
                     GemmPanel p{u.data(), sc.data(), of.data(), k, form};
-                    pack_panel_ref((int)c.wtype, w.data(), rb, n_rows, &p_ref, rows.data());
-                    K.pack_panel((int)c.wtype, w.data(), rb, n_rows, &p, rows.data());
+                    pack_panel_ref((int)c.type, w.data(), rb, n_rows, &p_ref, rows.data());
+                    tk.pack_panel((int)c.type, w.data(), rb, n_rows, &p, rows.data());
                     const bool same_offsets =
                         !form.offset || std::memcmp(of.data(), of_ref.data(), ng * 4) == 0;
                     check(u == u_ref && std::memcmp(sc.data(), sc_ref.data(), ng * 4) == 0 &&
                               same_offsets,
-                          fmt("pack %s k=%lld %s n_rows=%d: %s != scalar", traits(c.wtype).name,
+                          fmt("pack %s k=%lld %s n_rows=%d: %s != scalar", traits(c.type).name,
                               (long long)k, kSourceNames[src], n_rows, isa.c_str()));
                     for (int64_t m : {1, 3, 8, 13}) {
                         const GemmActData ad = make_gemm_acts(form, m, k);
                         const GemmActs a = ad.acts(k, k / form.group);
                         std::vector<float> y_ref(m * kPanelRows), y(m * kPanelRows);
                         gemm_panel_ref(p_ref, a, m, y_ref.data(), kPanelRows, n_rows);
-                        K.gemm_panel(p_ref, a, m, y.data(), kPanelRows, n_rows);
+                        tk.gemm_panel(p_ref, a, m, y.data(), kPanelRows, n_rows);
                         bool ok = true;
                         for (int64_t i = 0; i < m; ++i)
                             for (int r = 0; r < n_rows; ++r) {
@@ -894,12 +958,13 @@ void test_packed_gemm(const std::string &isa, const DotKernels &K) {
                                     within(err, kDotRel * gemm_magnitude(p_ref, a, i, r) + kDotAbs);
                             }
                         check(ok, fmt("gemm_panel %s k=%lld %s n_rows=%d m=%lld: %s vs scalar",
-                                      traits(c.wtype).name, (long long)k, kSourceNames[src], n_rows,
+                                      traits(c.type).name, (long long)k, kSourceNames[src], n_rows,
                                       (long long)m, isa.c_str()));
                     }
                 }
             }
         }
+        test_gemm_extremes(isa, c.type, tk, form);
     }
 }
 
@@ -993,7 +1058,7 @@ void test_attention_reference() {
     }
 }
 
-void test_attention(const std::string &isa) {
+void test_attention(const std::string &isa, const DotKernels &K) {
     Section s("[" + isa + "] attention ~ scalar");
     for (const AttnCase &a : kAttnCases) {
         const AttnData d = make_attn(a);
@@ -1002,7 +1067,7 @@ void test_attention(const std::string &isa) {
         attention_double(a, d, scale, &ref, &mag);
         set_isa("scalar");
         const std::vector<float> want = run_attention(a, d, scale);
-        set_isa(isa);
+        set_kernels(K);
         const std::vector<float> got = run_attention(a, d, scale);
         bool ok = true;
         for (size_t i = 0; i < got.size(); ++i)
@@ -1032,7 +1097,7 @@ std::vector<float> run_rope(const RopeCase &r, const std::vector<float> &x0,
 }
 
 // rope has no ISA twin; under each ISA it must give the scalar bytes, and the double formula.
-void test_rope(const std::string &isa) {
+void test_rope(const std::string &isa, const DotKernels &K) {
     Section s("[" + isa + "] rope == scalar, ~ double formula");
     for (const RopeCase &r : kRopeCases) {
         const std::vector<float> x0 = make_data(kRandom, r.m * r.n_head * r.head_dim);
@@ -1042,7 +1107,7 @@ void test_rope(const std::string &isa) {
         for (auto &f : ff) f = uniform(1.0f, 8.0f);
         set_isa("scalar");
         const std::vector<float> want = run_rope(r, x0, pos, ff);
-        set_isa(isa);
+        set_kernels(K);
         const std::vector<float> got = run_rope(r, x0, pos, ff);
         check(std::memcmp(want.data(), got.data(), got.size() * sizeof(float)) == 0,
               fmt("rope n_rot=%lld neox=%d: %s != scalar", (long long)r.n_rot, (int)r.neox,
@@ -1091,6 +1156,20 @@ void test_thread_pool() {
     set_num_threads(3);
 }
 
+// Every twin check on one ISA's table (made active for the matmul and attention paths).
+void test_isa(const std::string &isa, const DotKernels &K, const DotKernels &S) {
+    set_kernels(K);
+    test_table(K, S);
+    test_converters(isa, K, S);
+    test_dots(isa, K, S);
+    test_dot_rows(isa, K, S);
+    test_axpy(isa, K, S);
+    test_matmul(isa, K);
+    test_packed_gemm(isa, K);
+    test_attention(isa, K);
+    test_rope(isa, K);
+}
+
 int main() {
     set_num_threads(3);  // several workers even on a small machine, so matmul/attention split work
     const std::vector<std::string> isas = available_isas();
@@ -1104,19 +1183,25 @@ int main() {
         test_attention_reference();
         test_thread_pool();
         const DotKernels &S = dot_kernels_scalar();
+        test_table(S, S);
         for (const std::string &isa : isas) {
             if (isa == "scalar") continue;
             set_isa(isa);
             const DotKernels &K = active_kernels();
             check(isa == K.isa, fmt("set_isa(%s) activated %s", isa.c_str(), K.isa));
-            test_converters(isa, K, S);
-            test_dots(isa, K, S);
-            test_dot_rows(isa, K, S);
-            test_axpy(isa, K, S);
-            test_matmul(isa, K);
-            test_packed_gemm(isa, K);
-            test_attention(isa);
-            test_rope(isa);
+            test_isa(isa, K, S);
+        }
+        // The AVX-VNNI kernel source built for AVX512-VL + VNNI (EVEX VPDPBUSD, the same operation
+        // on ymm registers), where no AVX-VNNI CPU is at hand but an AVX-512 VNNI one is.
+        const CpuFeatures &f = cpu_features();
+        if (f.avx2 && f.fma && f.f16c && f.avx512vl && f.avx512vnni) {  // before its code runs
+            const DotKernels *evex = dot_kernels_avxvnni_evex();
+            if (evex != nullptr)
+                test_isa("avxvnni-evex", *evex, S);
+            else
+                std::printf("note: the AVX-VNNI kernels are not built as EVEX here\n");
+        } else {
+            std::printf("note: no AVX512-VL + VNNI: the AVX-VNNI kernels are not run as EVEX\n");
         }
         if (isas.size() == 1)
             std::printf("note: no SIMD ISA on this machine/build; reference checks only\n");
