@@ -20,13 +20,17 @@ using AttnQ8ScoresFn = void (*)(int64_t hd, int64_t n, const block_q8_0 *k, cons
 using AttnQ8ValuesFn = void (*)(int64_t hd, int64_t n, const float *p, const block_q8_0 *v,
                                 float *o);
 
-// The spec (attn_q8_ref.cpp, in the scalar kernel table) and the AVX-512 VNNI twin
-// (x86/attn_q8_avx512.cpp, reached only through the avx512 table: see dot.h).
+// The spec (attn_q8_ref.cpp, in the scalar kernel table), the AVX-512 VNNI twin
+// (x86/attn_q8_avx512.cpp, reached only through the avx512 table: see dot.h) and the NEON twin
+// (arm/attn_q8_neon.cpp, Armv8.0 instructions, in every NEON level's table).
 void attn_q8_scores_ref(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
                         float scale, float *scores);
 void attn_q8_values_ref(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o);
 void attn_q8_scores_avx512(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
                            float scale, float *scores);
 void attn_q8_values_avx512(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o);
+void attn_q8_scores_neon(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
+                         float scale, float *scores);
+void attn_q8_values_neon(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o);
 
 }  // namespace phirt

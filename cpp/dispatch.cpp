@@ -10,6 +10,13 @@
 #elif defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
+// Bit values from the Linux ABI, for kernel headers older than the features (e.g. Jetson Nano's).
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
 #endif
 
 namespace phirt {
@@ -24,6 +31,12 @@ const DotKernels *dot_kernels_avx512() {
 #endif
 #if !defined(PHIRT_HAVE_NEON)
 const DotKernels *dot_kernels_neon() {
+    return nullptr;
+}
+const DotKernels *dot_kernels_neon_dotprod() {
+    return nullptr;
+}
+const DotKernels *dot_kernels_neon_i8mm() {
     return nullptr;
 }
 #endif
@@ -56,6 +69,7 @@ CpuFeatures detect() {
     f.neon = true;  // mandatory on AArch64
 #if defined(__linux__)
     f.dotprod = getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
+    f.i8mm = getauxval(AT_HWCAP2) & HWCAP2_I8MM;
 #endif
 #endif
     return f;
@@ -73,7 +87,11 @@ const Candidate kCandidates[] = {
      [](const CpuFeatures &f) {
          return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.f16c;
      }},
-    {"neon", dot_kernels_neon, [](const CpuFeatures &f) { return f.neon && f.dotprod; }},
+    {"neon", dot_kernels_neon, [](const CpuFeatures &f) { return f.neon; }},
+    {"neon_dotprod", dot_kernels_neon_dotprod,
+     [](const CpuFeatures &f) { return f.neon && f.dotprod; }},
+    {"neon_i8mm", dot_kernels_neon_i8mm,
+     [](const CpuFeatures &f) { return f.neon && f.dotprod && f.i8mm; }},
 };
 
 const DotKernels *lookup(const std::string &name) {
@@ -87,8 +105,9 @@ const DotKernels *lookup(const std::string &name) {
             throw std::invalid_argument("ISA '" + name + "' is not supported by this CPU");
         return t;
     }
-    throw std::invalid_argument("unknown ISA '" + name +
-                                "' (expected scalar, avx2, avx512 or neon)");
+    throw std::invalid_argument(
+        "unknown ISA '" + name +
+        "' (expected scalar, avx2, avx512, neon, neon_dotprod or neon_i8mm)");
 }
 
 const DotKernels *initial_table() {

@@ -33,8 +33,19 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     list(APPEND PHIRT_SOURCES ${_avx2} ${_avx512} ${_avx512_exact})
     list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_X86_SIMD)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
+    # One file per NEON level, each with its own -march: the baseline object must hold no SDOT or
+    # SMMLA (one wheel runs on every AArch64 CPU; .ci/neon_tests.sh checks with objdump).
     set(_neon ${PHIRT_CPP_DIR}/arm/dot_neon.cpp)
-    set_source_files_properties(${_neon} PROPERTIES COMPILE_OPTIONS "-march=armv8.2-a+dotprod")
-    list(APPEND PHIRT_SOURCES ${_neon})
+    set(_neon_exact ${PHIRT_CPP_DIR}/arm/attn_q8_neon.cpp)  # bit-identical to the reference
+    set(_neon_dotprod ${PHIRT_CPP_DIR}/arm/dot_neon_dotprod.cpp)
+    set(_neon_i8mm ${PHIRT_CPP_DIR}/arm/dot_neon_i8mm.cpp)
+    set_source_files_properties(${_neon} PROPERTIES COMPILE_OPTIONS "-march=armv8-a")
+    set_source_files_properties(${_neon_exact} PROPERTIES COMPILE_OPTIONS
+        "-march=armv8-a;-ffp-contract=off")
+    set_source_files_properties(${_neon_dotprod} PROPERTIES COMPILE_OPTIONS
+        "-march=armv8.2-a+dotprod")
+    set_source_files_properties(${_neon_i8mm} PROPERTIES COMPILE_OPTIONS
+        "-march=armv8.2-a+dotprod+i8mm")
+    list(APPEND PHIRT_SOURCES ${_neon} ${_neon_exact} ${_neon_dotprod} ${_neon_i8mm})
     list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_NEON)
 endif()
