@@ -2,7 +2,8 @@
 // ISA this build has and this CPU runs: activation converters byte for byte, dot products within a
 // float-summation-order bound, and the matmul and attention paths built on them. Plus reference
 // round trips and rope/attention against double-precision formulas. Runs natively (x86: avx2,
-// avx512) and under qemu-aarch64 (neon); see .ci/neon_tests.sh. No pybind11 here.
+// avx512) and under qemu-aarch64 (neon, neon_dotprod, neon_i8mm, one CPU model per level); see
+// .ci/neon_tests.sh. No pybind11 here.
 //
 // Bound for a dot product: |isa - scalar| <= 1e-5 * Σ|terms|, Σ|terms| summed in double from the
 // unpacked blocks (scale part and offset part of each weight separately), so cancellation in the
