@@ -42,10 +42,13 @@ elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
     set_source_files_properties(${_neon} PROPERTIES COMPILE_OPTIONS "-march=armv8-a")
     set_source_files_properties(${_neon_exact} PROPERTIES COMPILE_OPTIONS
         "-march=armv8-a;-ffp-contract=off")
+    # -fno-schedule-insns: GCC's pre-allocation scheduling spilled the GEMV/GEMM accumulators on
+    # these out-of-order cores' kernels (3-5 % more instructions with it, benchmarks/neon_vs_ggml.py);
+    # the baseline keeps it, for in-order Cortex-A53/A55.
     set_source_files_properties(${_neon_dotprod} PROPERTIES COMPILE_OPTIONS
-        "-march=armv8.2-a+dotprod")
+        "-march=armv8.2-a+dotprod;-fno-schedule-insns")
     set_source_files_properties(${_neon_i8mm} PROPERTIES COMPILE_OPTIONS
-        "-march=armv8.2-a+dotprod+i8mm")
+        "-march=armv8.2-a+dotprod+i8mm;-fno-schedule-insns")
     list(APPEND PHIRT_SOURCES ${_neon} ${_neon_exact} ${_neon_dotprod} ${_neon_i8mm})
     list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_NEON)
 endif()

@@ -13,6 +13,7 @@
 
 #include <arm_neon.h>
 
+#include <cstddef>
 #include <cstring>
 
 #include "../dot.h"
@@ -59,14 +60,29 @@ inline int8x16_t high_nibbles(uint8x16_t q) {
     return vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
 }
 
-// Four f16 values `stride` bytes apart as floats (FCVTL: exact).
+// Four f16 values `stride` bytes apart as floats (FCVTL: exact). Lane 0 by LD1R, so the vector
+// needs no zeroing first.
 inline float32x4_t load_f16x4_strided(const void *p, int64_t stride) {
     const auto *b = static_cast<const uint8_t *>(p);
-    uint16x4_t h = vdup_n_u16(0);
-    h = vld1_lane_u16(reinterpret_cast<const uint16_t *>(b), h, 0);
+    uint16x4_t h = vld1_dup_u16(reinterpret_cast<const uint16_t *>(b));
     h = vld1_lane_u16(reinterpret_cast<const uint16_t *>(b + stride), h, 1);
     h = vld1_lane_u16(reinterpret_cast<const uint16_t *>(b + 2 * stride), h, 2);
     h = vld1_lane_u16(reinterpret_cast<const uint16_t *>(b + 3 * stride), h, 3);
+    return vcvt_f32_f16(vreinterpret_f16_u16(h));
+}
+
+// The same from a running pointer, which moves on by 4·stride: LD1 lane loads with register
+// post-increment, one instruction per lane and no address arithmetic (GCC computes each lane's
+// address with an ADD of its own).
+inline float32x4_t next_f16x4_strided(const uint8_t *&p, int64_t stride) {
+    uint16x4_t h;
+    __asm__(
+        "ld1 {%0.h}[0], [%1], %3\n\t"
+        "ld1 {%0.h}[1], [%1], %3\n\t"
+        "ld1 {%0.h}[2], [%1], %3\n\t"
+        "ld1 {%0.h}[3], [%1], %3"
+        : "=&w"(h), "+r"(p)
+        : "m"(*(const uint8_t(*)[1])p), "r"(stride));
     return vcvt_f32_f16(vreinterpret_f16_u16(h));
 }
 
@@ -157,6 +173,12 @@ struct Q8_0Policy {
     }
 };
 
+// Where the min terms sit: m of Q4_1/Q5_1 and s of Q8_1, each right after the block's d.
+constexpr int64_t kMinOffset = 2;
+static_assert(offsetof(block_q4_1, m) == kMinOffset && offsetof(block_q5_1, m) == kMinOffset &&
+                  offsetof(block_q8_1, s) == kMinOffset,
+              "min fields follow d");
+
 // One activation block, loaded once for all rows, with the start of every row's integer sum.
 struct ActBlock {
     int8x16_t x0, x1;
@@ -190,25 +212,31 @@ void legacy_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const typename 
     const int64_t nb = n / QK8_0;
     const W *wr[R];
     float32x4_t acc[R], accm[R];
+    // running pointers to the scale fields of the next four blocks (next_f16x4_strided)
+    const uint8_t *wd[R], *wm[R];
+    const uint8_t *xd = reinterpret_cast<const uint8_t *>(&x[0].d);
+    const uint8_t *xs = reinterpret_cast<const uint8_t *>(x) + kMinOffset;
     for (int r = 0; r < R; ++r) {
         wr[r] = reinterpret_cast<const W *>(w + r * row_bytes);
+        wd[r] = reinterpret_cast<const uint8_t *>(&wr[r]->d);
+        wm[r] = reinterpret_cast<const uint8_t *>(wr[r]) + kMinOffset;
         acc[r] = accm[r] = vdupq_n_f32(0.0f);
     }
     int64_t ib = 0;
     for (; ib + 4 <= nb; ib += 4) {
-        const float32x4_t dx = load_f16x4_strided(&x[ib].d, sizeof(X));
+        const float32x4_t dx = next_f16x4_strided(xd, sizeof(X));
         float32x4_t sx = vdupq_n_f32(0.0f);
-        if constexpr (P::kMins) sx = load_f16x4_strided(&x[ib].s, sizeof(X));
+        if constexpr (P::kMins) sx = next_f16x4_strided(xs, sizeof(X));
         const ActBlock a[4] = {act_block<P>(x[ib]), act_block<P>(x[ib + 1]),
                                act_block<P>(x[ib + 2]), act_block<P>(x[ib + 3])};
         for (int r = 0; r < R; ++r) {
             const W *b = wr[r] + ib;
             const int32x4_t s = sum4(block_sum<P>(b[0], a[0]), block_sum<P>(b[1], a[1]),
                                      block_sum<P>(b[2], a[2]), block_sum<P>(b[3], a[3]));
-            const float32x4_t d = vmulq_f32(load_f16x4_strided(&b->d, sizeof(W)), dx);
+            const float32x4_t d = vmulq_f32(next_f16x4_strided(wd[r], sizeof(W)), dx);
             acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(s), d);
             if constexpr (P::kMins)
-                accm[r] = vfmaq_f32(accm[r], load_f16x4_strided(&b->m, sizeof(W)), sx);
+                accm[r] = vfmaq_f32(accm[r], next_f16x4_strided(wm[r], sizeof(W)), sx);
         }
     }
     for (int r = 0; r < R; ++r) {
