@@ -23,6 +23,7 @@
 #include <cstring>
 
 #include "../gemm_pack.h"
+#include "neon_dots.h"
 
 namespace phirt {
 namespace {  // one copy per level's translation unit
@@ -388,6 +389,87 @@ void pack_panel_direct(const uint8_t *w, int64_t row_bytes, GemmPanel *p) {
     }
 }
 
+// Columns 0..3 of a 4×4 float matrix given as rows a..d, i.e. its transpose.
+inline void transpose4(float32x4_t m[4]) {
+    const float32x4_t t0 = vtrn1q_f32(m[0], m[1]), t1 = vtrn2q_f32(m[0], m[1]);
+    const float32x4_t t2 = vtrn1q_f32(m[2], m[3]), t3 = vtrn2q_f32(m[2], m[3]);
+    m[0] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
+    m[1] = vreinterpretq_f32_f64(vtrn1q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
+    m[2] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t0), vreinterpretq_f64_f32(t2)));
+    m[3] = vreinterpretq_f32_f64(vtrn2q_f64(vreinterpretq_f64_f32(t1), vreinterpretq_f64_f32(t3)));
+}
+
+// Eight unsigned bytes of each of four rows as floats, one vector per byte position: out[g] =
+// [b0[g], b1[g], b2[g], b3[g]].
+inline void bytes_by_position(const uint8x8_t b[4], float32x4_t out[8]) {
+    float32x4_t lo[4], hi[4];
+    for (int r = 0; r < 4; ++r) {
+        const uint16x8_t h = vmovl_u8(b[r]);
+        lo[r] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(h)));
+        hi[r] = vcvtq_f32_u32(vmovl_high_u16(h));
+    }
+    transpose4(lo);
+    transpose4(hi);
+    for (int g = 0; g < 4; ++g) out[g] = lo[g], out[g + 4] = hi[g];
+}
+
+// A full panel of Q4_K or Q5_K rows in one pass, four rows and one super-block at a time: codes as
+// gemm_pack.h's unpack_k45 lays them out, scale d·sc and offset -(dmin·m) per group of 32 (the
+// same float products, so the same bits).
+template <class Block>
+void pack_panel_k45(const uint8_t *w, int64_t row_bytes, GemmPanel *p) {
+    constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
+    const int64_t nb = p->k / QK_K;
+    for (int rq = 0; rq < 4; ++rq) {
+        const Block *row[4];
+        for (int i = 0; i < 4; ++i)
+            row[i] = reinterpret_cast<const Block *>(w + (4 * rq + i) * row_bytes);
+        for (int64_t ib = 0; ib < nb; ++ib) {
+            uint16_t dh[4], mh[4];
+            uint8x8_t sc[4], mn[4];
+            for (int i = 0; i < 4; ++i) {
+                dh[i] = row[i][ib].d, mh[i] = row[i][ib].dmin;
+                unpack_scales_mins(row[i][ib].scales, &sc[i], &mn[i]);
+            }
+            const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));
+            const float32x4_t dmin = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(mh)));
+            float32x4_t s[8], m[8];
+            bytes_by_position(sc, s);
+            bytes_by_position(mn, m);
+            for (int g = 0; g < 8; ++g) {
+                const int64_t at = (ib * 8 + g) * kPanelRows + 4 * rq;
+                vst1q_f32(p->scale + at, vmulq_f32(d, s[g]));
+                vst1q_f32(p->offset + at, vnegq_f32(vmulq_f32(dmin, m[g])));
+            }
+            uint8x16_t h[4][2];
+            if constexpr (kQ5)
+                for (int i = 0; i < 4; ++i)
+                    h[i][0] = vld1q_u8(row[i][ib].qh), h[i][1] = vld1q_u8(row[i][ib].qh + 16);
+            for (int pair = 0; pair < 4; ++pair) {  // groups 2·pair (low nibbles), 2·pair + 1
+                uint8x16_t lo[2][4], hi[2][4];      // [16-column half][row]
+                for (int i = 0; i < 4; ++i)
+                    for (int e = 0; e < 2; ++e) {
+                        const uint8x16_t q = vld1q_u8(row[i][ib].qs + 32 * pair + 16 * e);
+                        lo[e][i] = vandq_u8(q, vdupq_n_u8(0x0F)), hi[e][i] = vshrq_n_u8(q, 4);
+                        if constexpr (kQ5) {
+                            const uint8x16_t b = h[i][e];
+                            lo[e][i] =
+                                vorrq_u8(lo[e][i], vshlq_n_u8(vandq_u8(b, vdupq_n_u8(1)), 4));
+                            hi[e][i] =
+                                vorrq_u8(hi[e][i], vshlq_n_u8(vandq_u8(b, vdupq_n_u8(2)), 3));
+                            h[i][e] = vshrq_n_u8(b, 2);
+                        }
+                    }
+                const int64_t c = ib * QK_K + 64 * pair;
+                store_quad(p->u, c, rq, lo[0]);
+                store_quad(p->u, c + 16, rq, lo[1]);
+                store_quad(p->u, c + 32, rq, hi[0]);
+                store_quad(p->u, c + 48, rq, hi[1]);
+            }
+        }
+    }
+}
+
 void pack_panel_neon(int type, const uint8_t *w, int64_t row_bytes, int n_rows, GemmPanel *p,
                      uint8_t *rows) {
     if (n_rows == kPanelRows) {
@@ -398,6 +480,10 @@ void pack_panel_neon(int type, const uint8_t *w, int64_t row_bytes, int n_rows, 
                 return pack_panel_direct<block_q4_1, false, true>(w, row_bytes, p);
             case GgmlType::Q8_0:
                 return pack_panel_direct<block_q8_0, true, false>(w, row_bytes, p);
+            case GgmlType::Q4_K:
+                return pack_panel_k45<block_q4_K>(w, row_bytes, p);
+            case GgmlType::Q5_K:
+                return pack_panel_k45<block_q5_K>(w, row_bytes, p);
             default:
                 break;
         }
