@@ -470,6 +470,62 @@ void pack_panel_k45(const uint8_t *w, int64_t row_bytes, GemmPanel *p) {
     }
 }
 
+// The 32 codes of quarter qi (elements 32·qi.. of a 128-element half) of a Q6_K half, as
+// q6_K_rows builds them: SLI/SRI join nibble and high bits, & 0x3F.
+inline void q6_quarter(const uint8_t *ql, const uint8_t *qh, int qi, uint8x16_t out[2]) {
+    const uint8x16_t m6 = vdupq_n_u8(0x3F);
+    const uint8_t *l = ql + (qi % 2) * 32;  // quarters 1, 3: ql[32..63]
+    for (int e = 0; e < 2; ++e) {
+        const uint8x16_t lv = vld1q_u8(l + 16 * e);
+        uint8x16_t hv = vld1q_u8(qh + 16 * e);
+        if (qi % 2) hv = vshrq_n_u8(hv, 2);  // bits 2-3 (quarter 1), 6-7 (quarter 3)
+        out[e] = vandq_u8(qi < 2 ? vsliq_n_u8(lv, hv, 4) : vsriq_n_u8(hv, lv, 4), m6);
+    }
+}
+
+// A full panel of Q6_K rows in one pass, four rows and one super-block at a time: codes as
+// gemm_pack.h's unpack_q6_K lays them out, scale d·sc per group of 16 (the same float products).
+void pack_panel_q6_K(const uint8_t *w, int64_t row_bytes, GemmPanel *p) {
+    const int64_t nb = p->k / QK_K;
+    for (int rq = 0; rq < 4; ++rq) {
+        const block_q6_K *row[4];
+        for (int i = 0; i < 4; ++i)
+            row[i] = reinterpret_cast<const block_q6_K *>(w + (4 * rq + i) * row_bytes);
+        for (int64_t ib = 0; ib < nb; ++ib) {
+            uint16_t dh[4];
+            float32x4_t sc[4][4];  // [group quad][row], then transposed to [group quad][group]
+            for (int i = 0; i < 4; ++i) {
+                dh[i] = row[i][ib].d;
+                const int8x16_t s = vld1q_s8(row[i][ib].scales);
+                const int16x8_t s0 = vmovl_s8(vget_low_s8(s)), s1 = vmovl_high_s8(s);
+                sc[0][i] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(s0)));
+                sc[1][i] = vcvtq_f32_s32(vmovl_high_s16(s0));
+                sc[2][i] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(s1)));
+                sc[3][i] = vcvtq_f32_s32(vmovl_high_s16(s1));
+            }
+            const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dh)));
+            for (int gq = 0; gq < 4; ++gq) {
+                transpose4(sc[gq]);
+                for (int g = 0; g < 4; ++g)
+                    vst1q_f32(p->scale + (ib * 16 + 4 * gq + g) * kPanelRows + 4 * rq,
+                              vmulq_f32(d, sc[gq][g]));
+            }
+            for (int half = 0; half < 2; ++half)
+                for (int qi = 0; qi < 4; ++qi) {
+                    uint8x16_t c[2][4];  // [16-column half][row]
+                    for (int i = 0; i < 4; ++i) {
+                        uint8x16_t q[2];
+                        q6_quarter(row[i][ib].ql + 64 * half, row[i][ib].qh + 32 * half, qi, q);
+                        c[0][i] = q[0], c[1][i] = q[1];
+                    }
+                    const int64_t col = ib * QK_K + 128 * half + 32 * qi;
+                    store_quad(p->u, col, rq, c[0]);
+                    store_quad(p->u, col + 16, rq, c[1]);
+                }
+        }
+    }
+}
+
 void pack_panel_neon(int type, const uint8_t *w, int64_t row_bytes, int n_rows, GemmPanel *p,
                      uint8_t *rows) {
     if (n_rows == kPanelRows) {
@@ -484,6 +540,8 @@ void pack_panel_neon(int type, const uint8_t *w, int64_t row_bytes, int n_rows, 
                 return pack_panel_k45<block_q4_K>(w, row_bytes, p);
             case GgmlType::Q5_K:
                 return pack_panel_k45<block_q5_K>(w, row_bytes, p);
+            case GgmlType::Q6_K:
+                return pack_panel_q6_K(w, row_bytes, p);
             default:
                 break;
         }
