@@ -311,15 +311,20 @@ void q45_K_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_K
             for (int r = 0; r < R; ++r) {
                 const uint8_t *q = wr[r][ib].qs + 32 * j;
                 const uint8x16_t q0 = vld1q_u8(q), q1 = vld1q_u8(q + 16);
-                int8x16_t l0 = low_nibbles(q0), l1 = low_nibbles(q1);
-                int8x16_t u0 = high_nibbles(q0), u1 = high_nibbles(q1);
-                if constexpr (kQ5) {  // qh bit 2j (2j+1): fifth bit of sub-block 2j (2j+1)
-                    const uint8x16_t m = vdupq_n_u8(0x10);
-                    l0 = vorrq_s8(l0, vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h0[r], 4), m)));
-                    l1 = vorrq_s8(l1, vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h1[r], 4), m)));
-                    u0 = vorrq_s8(u0, vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h0[r], 3), m)));
-                    u1 = vorrq_s8(u1, vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h1[r], 3), m)));
+                int8x16_t l0, l1, u0, u1;
+                if constexpr (kQ5) {
+                    // qh bit 2j (2j+1), the fifth bit of sub-block 2j (2j+1), meets its nibble in
+                    // one insert: SLI puts qh's bit 0 above the low nibble, SRI the high nibble
+                    // below qh's bit 1 (moved to bit 4), then & 0x1F
+                    const uint8x16_t m5 = vdupq_n_u8(0x1F);
+                    l0 = vreinterpretq_s8_u8(vandq_u8(vsliq_n_u8(q0, h0[r], 4), m5));
+                    l1 = vreinterpretq_s8_u8(vandq_u8(vsliq_n_u8(q1, h1[r], 4), m5));
+                    u0 = vreinterpretq_s8_u8(vandq_u8(vsriq_n_u8(vshlq_n_u8(h0[r], 3), q0, 4), m5));
+                    u1 = vreinterpretq_s8_u8(vandq_u8(vsriq_n_u8(vshlq_n_u8(h1[r], 3), q1, 4), m5));
                     h0[r] = vshrq_n_u8(h0[r], 2), h1[r] = vshrq_n_u8(h1[r], 2);
+                } else {
+                    l0 = low_nibbles(q0), l1 = low_nibbles(q1);
+                    u0 = high_nibbles(q0), u1 = high_nibbles(q1);
                 }
                 const int32x4_t zero = vdupq_n_s32(0);
                 const int32x4_t s_lo = dot32<true>(zero, l0, l1, x0, x1);
