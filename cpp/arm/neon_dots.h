@@ -73,8 +73,9 @@ inline float32x4_t load_f16x4_strided(const void *p, int64_t stride) {
 
 // The same from a running pointer, which moves on by 4·stride: LD1 lane loads with register
 // post-increment, one instruction per lane and no address arithmetic (GCC computes each lane's
-// address with an ADD of its own).
+// address with an ADD of its own). Other compilers take the intrinsics.
 inline float32x4_t next_f16x4_strided(const uint8_t *&p, int64_t stride) {
+#if defined(__GNUC__) && !defined(__clang__)
     uint16x4_t h;
     __asm__(
         "ld1 {%0.h}[0], [%1], %3\n\t"
@@ -82,8 +83,13 @@ inline float32x4_t next_f16x4_strided(const uint8_t *&p, int64_t stride) {
         "ld1 {%0.h}[2], [%1], %3\n\t"
         "ld1 {%0.h}[3], [%1], %3"
         : "=&w"(h), "+r"(p)
-        : "m"(*(const uint8_t(*)[1])p), "r"(stride));
+        : "m"(*(const uint8_t(*)[1])p), "r"(stride));  // read-only memory: no clobber needed
     return vcvt_f32_f16(vreinterpret_f16_u16(h));
+#else
+    const float32x4_t v = load_f16x4_strided(p, stride);
+    p += 4 * stride;
+    return v;
+#endif
 }
 
 inline float f16_to_f32(ggml_half h) {
