@@ -1,4 +1,4 @@
-"""phirt vs llama.cpp (llama-cpp-python) on the same GGUF file, the comparison issue 4 asks for.
+"""phirt vs llama.cpp (llama-cpp-python) on the same GGUF file, side by side with ratios.
 
     python benchmarks/compare_llamacpp.py MODEL [MODEL ...] [--pp 128,512] [--tg 128]
         [--threads 1,2] [--reps 3] [--long-ctx] [--kv-type f16|q8_0] [--json]
@@ -225,7 +225,7 @@ class Figure:
     label: str
     unit: str
     higher_is_better: bool
-    floor: float | None  # issue 4's floor on phirt / llama.cpp
+    floor: float | None  # the floor phirt / llama.cpp should reach
     values: dict[str, list[float]] = field(default_factory=lambda: {e: [] for e in ENGINES})
 
     def median(self, engine: str) -> float:

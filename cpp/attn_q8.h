@@ -21,7 +21,8 @@ using AttnQ8ValuesFn = void (*)(int64_t hd, int64_t n, const float *p, const blo
                                 float *o);
 
 // The spec (attn_q8_ref.cpp, in the scalar kernel table), the AVX2 twin (x86/attn_q8_avx2.cpp, in
-// the avx2 and avxvnni tables) and the AVX-512 VNNI twin (x86/attn_q8_avx512.cpp, in the avx512
+// the avx2 and avxvnni tables), the AVX-512 VNNI twin (x86/attn_q8_avx512.cpp, in the avx512
+// table) and the NEON twin (arm/attn_q8_neon.cpp, Armv8.0 instructions, in every NEON level's
 // table); the twins are reached only through their tables (see dot.h).
 void attn_q8_scores_ref(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
                         float scale, float *scores);
@@ -32,5 +33,8 @@ void attn_q8_values_avx2(int64_t hd, int64_t n, const float *p, const block_q8_0
 void attn_q8_scores_avx512(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
                            float scale, float *scores);
 void attn_q8_values_avx512(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o);
+void attn_q8_scores_neon(int64_t hd, int64_t n, const block_q8_0 *k, const block_q8_0 *q,
+                         float scale, float *scores);
+void attn_q8_values_neon(int64_t hd, int64_t n, const float *p, const block_q8_0 *v, float *o);
 
 }  // namespace phirt

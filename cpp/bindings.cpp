@@ -599,6 +599,7 @@ PYBIND11_MODULE(_kernels, mod) {
         d["avxvnni"] = f.avxvnni;
         d["neon"] = f.neon;
         d["dotprod"] = f.dotprod;
+        d["i8mm"] = f.i8mm;
         return d;
     });
 

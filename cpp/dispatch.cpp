@@ -10,6 +10,13 @@
 #elif defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
+// Bit values from the Linux ABI, for kernel headers older than the features (e.g. Jetson Nano's).
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
 #endif
 
 namespace phirt {
@@ -48,6 +55,12 @@ const DotKernels *dot_kernels_avxvnni() {
 const DotKernels *dot_kernels_neon() {
     return nullptr;
 }
+const DotKernels *dot_kernels_neon_dotprod() {
+    return nullptr;
+}
+const DotKernels *dot_kernels_neon_i8mm() {
+    return nullptr;
+}
 #endif
 
 namespace {
@@ -78,6 +91,7 @@ CpuFeatures detect() {
     f.neon = true;  // mandatory on AArch64
 #if defined(__linux__)
     f.dotprod = getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
+    f.i8mm = getauxval(AT_HWCAP2) & HWCAP2_I8MM;
 #endif
 #endif
     return f;
@@ -103,7 +117,11 @@ const Candidate kCandidates[] = {
      [](const CpuFeatures &f) {
          return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.f16c;
      }},
-    {"neon", kHaveNeon, dot_kernels_neon, [](const CpuFeatures &f) { return f.neon && f.dotprod; }},
+    {"neon", kHaveNeon, dot_kernels_neon, [](const CpuFeatures &f) { return f.neon; }},
+    {"neon_dotprod", kHaveNeon, dot_kernels_neon_dotprod,
+     [](const CpuFeatures &f) { return f.neon && f.dotprod; }},
+    {"neon_i8mm", kHaveNeon, dot_kernels_neon_i8mm,
+     [](const CpuFeatures &f) { return f.neon && f.dotprod && f.i8mm; }},
 };
 
 const DotKernels *lookup(const std::string &name) {
@@ -116,8 +134,9 @@ const DotKernels *lookup(const std::string &name) {
             throw std::invalid_argument("ISA '" + name + "' is not supported by this CPU");
         return c.table();
     }
-    throw std::invalid_argument("unknown ISA '" + name +
-                                "' (expected scalar, avx2, avxvnni, avx512 or neon)");
+    throw std::invalid_argument(
+        "unknown ISA '" + name +
+        "' (expected scalar, avx2, avxvnni, avx512, neon, neon_dotprod or neon_i8mm)");
 }
 
 const DotKernels *initial_table() {

@@ -13,7 +13,7 @@ struct CpuFeatures {
     bool avx2 = false, fma = false, f16c = false;
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
     bool avxvnni = false;
-    bool neon = false, dotprod = false;
+    bool neon = false, dotprod = false, i8mm = false;
 };
 
 const CpuFeatures &cpu_features();

@@ -124,6 +124,9 @@ const DotKernels &dot_kernels_scalar();
 const DotKernels *dot_kernels_avx2();
 const DotKernels *dot_kernels_avxvnni();
 const DotKernels *dot_kernels_avx512();
+// NEON levels: Armv8.0 (every AArch64 CPU), + dotprod (SDOT), + i8mm (USMMLA prefill GEMM).
 const DotKernels *dot_kernels_neon();
+const DotKernels *dot_kernels_neon_dotprod();
+const DotKernels *dot_kernels_neon_i8mm();
 
 }  // namespace phirt

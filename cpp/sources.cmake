@@ -46,8 +46,22 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
         list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_AVXVNNI)
     endif()
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
+    # One file per NEON level, each with its own -march: the baseline object must hold no SDOT or
+    # SMMLA (one wheel runs on every AArch64 CPU; .ci/neon_tests.sh checks with objdump).
     set(_neon ${PHIRT_CPP_DIR}/arm/dot_neon.cpp)
-    set_source_files_properties(${_neon} PROPERTIES COMPILE_OPTIONS "-march=armv8.2-a+dotprod")
-    list(APPEND PHIRT_SOURCES ${_neon})
+    set(_neon_exact ${PHIRT_CPP_DIR}/arm/attn_q8_neon.cpp)  # bit-identical to the reference
+    set(_neon_dotprod ${PHIRT_CPP_DIR}/arm/dot_neon_dotprod.cpp)
+    set(_neon_i8mm ${PHIRT_CPP_DIR}/arm/dot_neon_i8mm.cpp)
+    set_source_files_properties(${_neon} PROPERTIES COMPILE_OPTIONS "-march=armv8-a")
+    set_source_files_properties(${_neon_exact} PROPERTIES COMPILE_OPTIONS
+        "-march=armv8-a;-ffp-contract=off")
+    # -fno-schedule-insns: GCC's pre-allocation scheduling spilled the GEMV/GEMM accumulators on
+    # these out-of-order cores' kernels (3-5 % more instructions with it, benchmarks/neon_vs_ggml.py);
+    # the baseline keeps it, for in-order Cortex-A53/A55.
+    set_source_files_properties(${_neon_dotprod} PROPERTIES COMPILE_OPTIONS
+        "-march=armv8.2-a+dotprod;-fno-schedule-insns")
+    set_source_files_properties(${_neon_i8mm} PROPERTIES COMPILE_OPTIONS
+        "-march=armv8.2-a+dotprod+i8mm;-fno-schedule-insns")
+    list(APPEND PHIRT_SOURCES ${_neon} ${_neon_exact} ${_neon_dotprod} ${_neon_i8mm})
     list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_NEON)
 endif()

@@ -488,7 +488,7 @@ def test_set_isa_rejects_unknown_and_unavailable() -> None:
     try:
         rejected(lambda: K.set_isa("bogus"))
         rejected(lambda: K.set_isa(""))
-        for name in ("scalar", "avx2", "avxvnni", "avx512", "neon"):
+        for name in ("scalar", "avx2", "avxvnni", "avx512", "neon", "neon_dotprod", "neon_i8mm"):
             if name not in K.available_isas():
                 rejected(lambda name=name: K.set_isa(name))
         assert K.isa() == previous

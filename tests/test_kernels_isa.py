@@ -1,4 +1,4 @@
-"""Every SIMD path this CPU runs (avx2, avx512, neon) against the scalar spec in cpp/dot_ref.cpp.
+"""Every SIMD path this CPU runs (avx2, avx512, neon levels) against the scalar spec in cpp/dot_ref.cpp.
 
 Two kinds of check:
 - Activation converters must give the scalar's bytes. They are observed through one-hot weight

@@ -1,19 +1,21 @@
-// NEON (+dotprod) twin of dot_ref.cpp: the same kernels on 16-byte vectors, integer block sums by
-// SDOT (vdotq_s32). Compiled with -march=armv8.2-a+dotprod (sources.cmake) and selected only
-// when the CPU reports ASIMDDP. The activation converters write the scalar bytes and integer sums
-// are exact, so results differ from dot_ref.cpp only in float summation order.
+// Baseline Armv8.0 NEON twin of dot_ref.cpp (table "neon": Cortex-A53/A57/A72, i.e. Raspberry Pi
+// 3/4 and Jetson Nano, and every AArch64 CPU): activation converters (the scalar bytes), float
+// dots, f16 attention loops, the quantized dots of neon_dots.h (SMULL/SADALP) and the packed GEMM
+// of neon_gemm.h. Compiled with -march=armv8-a (sources.cmake): nothing here may need more, and
+// the dotprod/i8mm tables (dot_neon_dotprod.cpp, dot_neon_i8mm.cpp) start from this one.
 //
-// Everything here has internal linkage and no std:: template is instantiated, so the linker can
-// never hand a dotprod-compiled copy of shared code to baseline callers (see docs/design.md).
-// Half conversions use FCVT/FCVTL only (base ARMv8), never FP16 arithmetic.
+// Everything but dot_kernels_neon() has internal linkage and no std:: template is instantiated
+// (see docs/design.md). Half conversions use FCVT/FCVTL only (base ARMv8), never FP16 arithmetic.
 #include <arm_neon.h>
 
 #include <cstring>
 
+#include "../attn_q8.h"
 #include "../dot.h"
 #include "../dot_loops.h"
-#include "../nbits.h"
 #include "../quants.h"
+#include "neon_dots.h"
+#include "neon_gemm.h"
 
 namespace phirt {
 
@@ -24,13 +26,6 @@ constexpr float kMaxFinite = 3.40282347e+38f;
 // Elements per f32 partial sum in the float dots: past this the sum moves to a double, so the
 // error stays that of a 256-term f32 sum however long the row (the scalar spec sums in double).
 constexpr int64_t kFloatChunk = 256;
-
-// Exact half -> float (FCVT).
-float half_to_float(ggml_half h) {
-    __fp16 v;
-    std::memcpy(&v, &h, sizeof(v));
-    return (float)v;
-}
 
 float16x8_t load_f16x8(const ggml_half *p) {
     return vreinterpretq_f16_u16(vld1q_u16(p));
@@ -176,252 +171,6 @@ void to_bf16(const float *x, void *vy, int64_t n) {
     for (; i < n; ++i) y[i] = fp32_to_bf16(x[i]);
 }
 
-// ---- quantized dot products ----
-
-// Σ of 32 int8 products (w0 with a[0..16), w1 with a[16..32)) in four int32 lanes.
-int32x4_t dot32(int8x16_t w0, int8x16_t w1, const int8_t *a) {
-    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, vld1q_s8(a)), w1, vld1q_s8(a + 16));
-}
-
-int8x16_t low_nibbles(uint8x16_t q) {
-    return vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F)));
-}
-int8x16_t high_nibbles(uint8x16_t q) {
-    return vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
-}
-
-// Σ over nb blocks of block(ib, &scale) · scale, where block returns a block's integer sum in four
-// lanes; two independent f32 accumulators (the order differs from the scalar loop, the value not).
-template <class Block>
-float sum_blocks(int64_t nb, Block block) {
-    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
-    int64_t ib = 0;
-    for (; ib + 2 <= nb; ib += 2) {
-        float d0, d1;
-        const int32x4_t s0 = block(ib, &d0);
-        const int32x4_t s1 = block(ib + 1, &d1);
-        acc0 = vfmaq_n_f32(acc0, vcvtq_f32_s32(s0), d0);
-        acc1 = vfmaq_n_f32(acc1, vcvtq_f32_s32(s1), d1);
-    }
-    if (ib < nb) {
-        float d0;
-        const int32x4_t s0 = block(ib, &d0);
-        acc0 = vfmaq_n_f32(acc0, vcvtq_f32_s32(s0), d0);
-    }
-    return vaddvq_f32(vaddq_f32(acc0, acc1));
-}
-
-float dot_q4_0_q8_0(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q4_0 *>(vw);
-    const auto *x = static_cast<const block_q8_0 *>(vx);
-    const int8x16_t eight = vdupq_n_s8(8);
-    return sum_blocks(n / QK8_0, [&](int64_t ib, float *d) {
-        const uint8x16_t qs = vld1q_u8(w[ib].qs);
-        *d = half_to_float(w[ib].d) * half_to_float(x[ib].d);
-        return dot32(vsubq_s8(low_nibbles(qs), eight), vsubq_s8(high_nibbles(qs), eight), x[ib].qs);
-    });
-}
-
-float dot_q4_1_q8_1(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q4_1 *>(vw);
-    const auto *x = static_cast<const block_q8_1 *>(vx);
-    float offsets = 0.0f;  // Σ m·s: the min times the activation block sum
-    const float sum = sum_blocks(n / QK8_1, [&](int64_t ib, float *d) {
-        const uint8x16_t qs = vld1q_u8(w[ib].qs);
-        *d = half_to_float(w[ib].d) * half_to_float(x[ib].d);
-        offsets += half_to_float(w[ib].m) * half_to_float(x[ib].s);
-        return dot32(low_nibbles(qs), high_nibbles(qs), x[ib].qs);
-    });
-    return sum + offsets;
-}
-
-// Bytes of 0xFF where the fifth bit is set, for elements 0..15 (lo) and 16..31 (hi) of a Q5 block:
-// each byte of qh is spread over eight lanes and tested against that lane's bit.
-void q5_high_masks(const uint8_t qh_bytes[4], uint8x16_t *lo, uint8x16_t *hi) {
-    uint32_t qh;
-    std::memcpy(&qh, qh_bytes, sizeof(qh));
-    const uint8x16_t bytes = vreinterpretq_u8_u32(vdupq_n_u32(qh));
-    const uint8x16_t bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040201008040201ull));
-    const uint8x16_t pick_lo = vcombine_u8(vdup_n_u8(0), vdup_n_u8(1));
-    const uint8x16_t pick_hi = vcombine_u8(vdup_n_u8(2), vdup_n_u8(3));
-    *lo = vtstq_u8(vqtbl1q_u8(bytes, pick_lo), bit);
-    *hi = vtstq_u8(vqtbl1q_u8(bytes, pick_hi), bit);
-}
-
-float dot_q5_0_q8_0(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q5_0 *>(vw);
-    const auto *x = static_cast<const block_q8_0 *>(vx);
-    const uint8x16_t sixteen = vdupq_n_u8(16);
-    return sum_blocks(n / QK8_0, [&](int64_t ib, float *d) {
-        const uint8x16_t qs = vld1q_u8(w[ib].qs);
-        uint8x16_t set_lo, set_hi;
-        q5_high_masks(w[ib].qh, &set_lo, &set_hi);
-        // (q | bit4) - 16 == q - (bit4 clear ? 16 : 0)
-        const int8x16_t lo =
-            vsubq_s8(low_nibbles(qs), vreinterpretq_s8_u8(vbicq_u8(sixteen, set_lo)));
-        const int8x16_t hi =
-            vsubq_s8(high_nibbles(qs), vreinterpretq_s8_u8(vbicq_u8(sixteen, set_hi)));
-        *d = half_to_float(w[ib].d) * half_to_float(x[ib].d);
-        return dot32(lo, hi, x[ib].qs);
-    });
-}
-
-float dot_q5_1_q8_1(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q5_1 *>(vw);
-    const auto *x = static_cast<const block_q8_1 *>(vx);
-    const uint8x16_t sixteen = vdupq_n_u8(16);
-    float offsets = 0.0f;
-    const float sum = sum_blocks(n / QK8_1, [&](int64_t ib, float *d) {
-        const uint8x16_t qs = vld1q_u8(w[ib].qs);
-        uint8x16_t set_lo, set_hi;
-        q5_high_masks(w[ib].qh, &set_lo, &set_hi);
-        const int8x16_t lo =
-            vorrq_s8(low_nibbles(qs), vreinterpretq_s8_u8(vandq_u8(sixteen, set_lo)));
-        const int8x16_t hi =
-            vorrq_s8(high_nibbles(qs), vreinterpretq_s8_u8(vandq_u8(sixteen, set_hi)));
-        *d = half_to_float(w[ib].d) * half_to_float(x[ib].d);
-        offsets += half_to_float(w[ib].m) * half_to_float(x[ib].s);
-        return dot32(lo, hi, x[ib].qs);
-    });
-    return sum + offsets;
-}
-
-float dot_q8_0_q8_0(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q8_0 *>(vw);
-    const auto *x = static_cast<const block_q8_0 *>(vx);
-    return sum_blocks(n / QK8_0, [&](int64_t ib, float *d) {
-        *d = half_to_float(w[ib].d) * half_to_float(x[ib].d);
-        return dot32(vld1q_s8(w[ib].qs), vld1q_s8(w[ib].qs + 16), x[ib].qs);
-    });
-}
-
-// The eight 6-bit scales and mins of a Q4_K/Q5_K block (get_scale_min_k4 for j = 0..7) as bytes.
-// Sub-blocks 0..3 keep the low six bits of bytes 0..7; 4..7 take nibbles of bytes 8..11 and the
-// top two bits of bytes 0..7 (moved to bits 4..5 by the word shift).
-void unpack_scales_mins(const uint8_t packed[K_SCALE_SIZE], uint8_t sc[8], uint8_t mn[8]) {
-    uint32_t a, b, c;
-    std::memcpy(&a, packed, 4);
-    std::memcpy(&b, packed + 4, 4);
-    std::memcpy(&c, packed + 8, 4);
-    const uint32_t sc_lo = a & 0x3f3f3f3fu, mn_lo = b & 0x3f3f3f3fu;
-    const uint32_t sc_hi = (c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u);
-    const uint32_t mn_hi = ((c >> 4) & 0x0f0f0f0fu) | ((b >> 2) & 0x30303030u);
-    std::memcpy(sc, &sc_lo, 4);
-    std::memcpy(sc + 4, &sc_hi, 4);
-    std::memcpy(mn, &mn_lo, 4);
-    std::memcpy(mn + 4, &mn_hi, 4);
-}
-
-// Σ_j m_j·(Σx)_j over the eight sub-blocks of 32, from the activation's sixteen bsums.
-int32_t mins_dot_bsums(const uint8_t mn[8], const int16_t bsums[QK_K / 16]) {
-    const int16x8_t pairs = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums + 8));
-    const int16x8_t mins = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
-    return vaddvq_s32(
-        vmlal_high_s16(vmull_s16(vget_low_s16(pairs), vget_low_s16(mins)), pairs, mins));
-}
-
-// Bit 4 - kShift of each byte of h as bit 4 (Q5_K's fifth bit), as signed bytes.
-template <int kShift>
-int8x16_t fifth_bit(uint8x16_t h) {
-    return vreinterpretq_s8_u8(vandq_u8(vshlq_n_u8(h, kShift), vdupq_n_u8(0x10)));
-}
-
-// Q4_K and Q5_K (which adds a fifth bit per element from qh).
-template <class Block>
-float dot_q45_K(int64_t n, const void *vw, const void *vx) {
-    constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
-    const auto *w = static_cast<const Block *>(vw);
-    const auto *x = static_cast<const block_q8_K *>(vx);
-    float sum = 0.0f;
-    for (int64_t ib = 0; ib < n / QK_K; ++ib) {
-        uint8_t sc[8], mn[8];
-        unpack_scales_mins(w[ib].scales, sc, mn);
-        const int32_t summ = mins_dot_bsums(mn, x[ib].bsums);
-        const uint8_t *q = w[ib].qs;
-        const int8_t *a = x[ib].qs;
-        // qh bit 2j (2j+1) is the fifth bit of sub-block 2j (2j+1); shifted down two bits per pair.
-        uint8x16_t h0 = vdupq_n_u8(0), h1 = h0;
-        if constexpr (kQ5) h0 = vld1q_u8(w[ib].qh), h1 = vld1q_u8(w[ib].qh + 16);
-        int32x4_t acc = vdupq_n_s32(0);
-        for (int j = 0; j < QK_K / 64; ++j, q += 32, a += 64) {
-            const uint8x16_t q0 = vld1q_u8(q), q1 = vld1q_u8(q + 16);
-            int8x16_t l0 = low_nibbles(q0), l1 = low_nibbles(q1);
-            int8x16_t u0 = high_nibbles(q0), u1 = high_nibbles(q1);
-            if constexpr (kQ5) {
-                l0 = vorrq_s8(l0, fifth_bit<4>(h0)), l1 = vorrq_s8(l1, fifth_bit<4>(h1));
-                u0 = vorrq_s8(u0, fifth_bit<3>(h0)), u1 = vorrq_s8(u1, fifth_bit<3>(h1));
-                h0 = vshrq_n_u8(h0, 2), h1 = vshrq_n_u8(h1, 2);
-            }
-            acc = vmlaq_n_s32(acc, dot32(l0, l1, a), sc[2 * j]);
-            acc = vmlaq_n_s32(acc, dot32(u0, u1, a + 32), sc[2 * j + 1]);
-        }
-        const int32_t sumi = vaddvq_s32(acc);
-        sum += x[ib].d * (half_to_float(w[ib].d) * sumi - half_to_float(w[ib].dmin) * summ);
-    }
-    return sum;
-}
-
-float dot_q4_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    return dot_q45_K<block_q4_K>(n, vw, vx);
-}
-float dot_q5_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    return dot_q45_K<block_q5_K>(n, vw, vx);
-}
-
-// Four groups of 16 (q with a) reduced to one int32 lane per group.
-int32x4_t group_sums4(const int8x16_t q[4], const int8_t *a) {
-    const int32x4_t zero = vdupq_n_s32(0);
-    const int32x4_t p0 = vdotq_s32(zero, q[0], vld1q_s8(a));
-    const int32x4_t p1 = vdotq_s32(zero, q[1], vld1q_s8(a + 16));
-    const int32x4_t p2 = vdotq_s32(zero, q[2], vld1q_s8(a + 32));
-    const int32x4_t p3 = vdotq_s32(zero, q[3], vld1q_s8(a + 48));
-    return vpaddq_s32(vpaddq_s32(p0, p1), vpaddq_s32(p2, p3));
-}
-
-// 6-bit value minus 32 from a nibble and two high bits already placed at bits 4..5.
-int8x16_t q6_value(uint8x16_t nibble, uint8x16_t high) {
-    return vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(nibble, high)), vdupq_n_s8(32));
-}
-
-float dot_q6_K_q8_K(int64_t n, const void *vw, const void *vx) {
-    const auto *w = static_cast<const block_q6_K *>(vw);
-    const auto *x = static_cast<const block_q8_K *>(vx);
-    const uint8x16_t m4 = vdupq_n_u8(0x0F), m2 = vdupq_n_u8(0x30);
-    float sum = 0.0f;
-    for (int64_t ib = 0; ib < n / QK_K; ++ib) {
-        const int8x16_t scales = vld1q_s8(w[ib].scales);
-        const int16x8_t sc_lo = vmovl_s8(vget_low_s8(scales)), sc_hi = vmovl_high_s8(scales);
-        const int32x4_t sc[4] = {vmovl_s16(vget_low_s16(sc_lo)), vmovl_high_s16(sc_lo),
-                                 vmovl_s16(vget_low_s16(sc_hi)), vmovl_high_s16(sc_hi)};
-        const uint8_t *ql = w[ib].ql;
-        const uint8_t *qh = w[ib].qh;
-        const int8_t *a = x[ib].qs;
-        int32x4_t acc = vdupq_n_s32(0);
-        for (int half = 0; half < 2; ++half, ql += 64, qh += 32, a += 128) {
-            // 128 values: groups of 16 in order, as dot_ref.cpp's unpacking lays them out.
-            const uint8x16_t l0 = vld1q_u8(ql), l1 = vld1q_u8(ql + 16);
-            const uint8x16_t l2 = vld1q_u8(ql + 32), l3 = vld1q_u8(ql + 48);
-            const uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
-            const int8x16_t first[4] = {
-                q6_value(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(h0, 4), m2)),
-                q6_value(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(h1, 4), m2)),
-                q6_value(vandq_u8(l2, m4), vandq_u8(vshlq_n_u8(h0, 2), m2)),
-                q6_value(vandq_u8(l3, m4), vandq_u8(vshlq_n_u8(h1, 2), m2)),
-            };
-            const int8x16_t second[4] = {
-                q6_value(vshrq_n_u8(l0, 4), vandq_u8(h0, m2)),
-                q6_value(vshrq_n_u8(l1, 4), vandq_u8(h1, m2)),
-                q6_value(vshrq_n_u8(l2, 4), vandq_u8(vshrq_n_u8(h0, 2), m2)),
-                q6_value(vshrq_n_u8(l3, 4), vandq_u8(vshrq_n_u8(h1, 2), m2)),
-            };
-            acc = vmlaq_s32(acc, group_sums4(first, a), sc[2 * half]);
-            acc = vmlaq_s32(acc, group_sums4(second, a + 64), sc[2 * half + 1]);
-        }
-        sum += x[ib].d * half_to_float(w[ib].d) * vaddvq_s32(acc);
-    }
-    return sum;
-}
-
 // ---- float dot products ----
 
 // Shared shape of the float dots: f32 FMA on four accumulators of four lanes within chunks of
@@ -461,7 +210,7 @@ float dot_f16_f16(int64_t n, const void *vw, const void *vx) {
             xf[0] = vcvt_f32_f16(vget_low_f16(xh));
             xf[1] = vcvt_high_f32_f16(xh);
         },
-        [&](int64_t i) { return half_to_float(w[i]) * half_to_float(x[i]); });
+        [&](int64_t i) { return f16_to_f32(w[i]) * f16_to_f32(x[i]); });
 }
 
 float dot_bf16_bf16(int64_t n, const void *vw, const void *vx) {
@@ -500,12 +249,119 @@ void axpy_f16(int64_t n, float a, const ggml_half *x, float *y) {
         vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vcvt_f32_f16(vget_low_f16(h)), a));
         vst1q_f32(y + i + 4, vfmaq_n_f32(vld1q_f32(y + i + 4), vcvt_high_f32_f16(h), a));
     }
-    for (; i < n; ++i) y[i] += a * half_to_float(x[i]);
+    for (; i < n; ++i) y[i] += a * f16_to_f32(x[i]);
+}
+
+// ---- f16 attention rows ----
+
+// Unscaled scores of a float query: four keys at a time, 8 elements per step in two f32 lanes each;
+// the scalar tail per key.
+
+void scores_of_float_query(int64_t hd, int64_t n, const ggml_half *k, const float *q,
+                           float *scores) {
+    const int64_t h8 = hd & ~(int64_t)7;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const ggml_half *kj = k + j * hd;
+        float32x4_t acc[4][2];
+        for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = vdupq_n_f32(0.0f);
+        for (int64_t c = 0; c < h8; c += 8) {
+            const float32x4_t q0 = vld1q_f32(q + c), q1 = vld1q_f32(q + c + 4);
+            for (int r = 0; r < 4; ++r) {
+                const float16x8_t h = load_f16x8(kj + r * hd + c);
+                acc[r][0] = vfmaq_f32(acc[r][0], vcvt_f32_f16(vget_low_f16(h)), q0);
+                acc[r][1] = vfmaq_f32(acc[r][1], vcvt_high_f32_f16(h), q1);
+            }
+        }
+        for (int r = 0; r < 4; ++r) {
+            float s = vaddvq_f32(vaddq_f32(acc[r][0], acc[r][1]));
+            for (int64_t c = h8; c < hd; ++c) s += f16_to_f32(kj[r * hd + c]) * q[c];
+            scores[j + r] = s;
+        }
+    }
+    for (; j < n; ++j) {
+        const ggml_half *kj = k + j * hd;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
+        for (int64_t c = 0; c < h8; c += 8) {
+            const float16x8_t h = load_f16x8(kj + c);
+            a0 = vfmaq_f32(a0, vcvt_f32_f16(vget_low_f16(h)), vld1q_f32(q + c));
+            a1 = vfmaq_f32(a1, vcvt_high_f32_f16(h), vld1q_f32(q + c + 4));
+        }
+        float s = vaddvq_f32(vaddq_f32(a0, a1));
+        for (int64_t c = h8; c < hd; ++c) s += f16_to_f32(kj[c]) * q[c];
+        scores[j] = s;
+    }
+}
+
+// The query converted once (exact) for all keys.
+constexpr int64_t kMaxQueryChunk = 512;
+
+void attn_scores(int64_t hd, int64_t n, const ggml_half *k, const ggml_half *q, float scale,
+                 float *scores) {
+    if (hd > kMaxQueryChunk) {  // no head is this wide; the f16 dot keeps it correct
+        for (int64_t j = 0; j < n; ++j) scores[j] = dot_f16_f16(hd, k + j * hd, q) * scale;
+        return;
+    }
+    float qf[kMaxQueryChunk];
+    for (int64_t c = 0; c < hd; ++c) qf[c] = f16_to_f32(q[c]);
+    scores_of_float_query(hd, n, k, qf, scores);
+    for (int64_t j = 0; j < n; ++j) scores[j] *= scale;
+}
+
+// Columns [c0, c0 + 8·NC) of o stay in registers while every value row passes.
+template <int NC>
+void attn_values_block(int64_t hd, int64_t n, const ggml_half *p, const ggml_half *v, float *o) {
+    float32x4_t acc[NC][2];
+    for (int c = 0; c < NC; ++c)
+        acc[c][0] = vld1q_f32(o + 8 * c), acc[c][1] = vld1q_f32(o + 8 * c + 4);
+    for (int64_t j = 0; j < n; ++j) {
+        const float pj = f16_to_f32(p[j]);
+        for (int c = 0; c < NC; ++c) {
+            const float16x8_t h = load_f16x8(v + j * hd + 8 * c);
+            acc[c][0] = vfmaq_n_f32(acc[c][0], vcvt_f32_f16(vget_low_f16(h)), pj);
+            acc[c][1] = vfmaq_n_f32(acc[c][1], vcvt_high_f32_f16(h), pj);
+        }
+    }
+    for (int c = 0; c < NC; ++c)
+        vst1q_f32(o + 8 * c, acc[c][0]), vst1q_f32(o + 8 * c + 4, acc[c][1]);
+}
+
+// Blocks of up to 64 columns (16 accumulators), then the columns past the last multiple of 8.
+void attn_values(int64_t hd, int64_t n, const ggml_half *p, const ggml_half *v, float *o) {
+    int64_t c = 0;
+    for (; c + 64 <= hd; c += 64) attn_values_block<8>(hd, n, p, v + c, o + c);
+    switch ((hd - c) / 8) {
+        case 7:
+            attn_values_block<7>(hd, n, p, v + c, o + c);
+            break;
+        case 6:
+            attn_values_block<6>(hd, n, p, v + c, o + c);
+            break;
+        case 5:
+            attn_values_block<5>(hd, n, p, v + c, o + c);
+            break;
+        case 4:
+            attn_values_block<4>(hd, n, p, v + c, o + c);
+            break;
+        case 3:
+            attn_values_block<3>(hd, n, p, v + c, o + c);
+            break;
+        case 2:
+            attn_values_block<2>(hd, n, p, v + c, o + c);
+            break;
+        case 1:
+            attn_values_block<1>(hd, n, p, v + c, o + c);
+            break;
+        default:
+            break;
+    }
+    for (c += (hd - c) / 8 * 8; c < hd; ++c)
+        for (int64_t j = 0; j < n; ++j) o[c] += f16_to_f32(p[j]) * f16_to_f32(v[j * hd + c]);
 }
 
 }  // namespace
 
-// No NEON MatMulNBits dot or panel kernel yet (the scalar's run); exp_sum is the scalar's.
+// The baseline table: every AArch64 CPU runs it. MatMulNBits and exp_sum stay the scalar spec's.
 const DotKernels *dot_kernels_neon() {
     static const DotKernels table = [] {
         DotKernels t = dot_kernels_scalar();
@@ -515,20 +371,15 @@ const DotKernels *dot_kernels_neon() {
         t.to_q8_K = to_q8_K;
         t.to_f16 = to_f16;
         t.to_bf16 = to_bf16;
-        t.q4_0 = {dot_q4_0_q8_0, rows_by_dot<dot_q4_0_q8_0>};
-        t.q4_1 = {dot_q4_1_q8_1, rows_by_dot<dot_q4_1_q8_1>};
-        t.q5_0 = {dot_q5_0_q8_0, rows_by_dot<dot_q5_0_q8_0>};
-        t.q5_1 = {dot_q5_1_q8_1, rows_by_dot<dot_q5_1_q8_1>};
-        t.q8_0 = {dot_q8_0_q8_0, rows_by_dot<dot_q8_0_q8_0>};
-        t.q4_K = {dot_q4_K_q8_K, rows_by_dot_prefetch<dot_q4_K_q8_K>};
-        t.q5_K = {dot_q5_K_q8_K, rows_by_dot_prefetch<dot_q5_K_q8_K>};
-        t.q6_K = {dot_q6_K_q8_K, rows_by_dot_prefetch<dot_q6_K_q8_K>};
+        set_quant_kernels(t, pack_panel_neon, gemm_panel_neon);
         t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
         t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
         t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
         t.axpy_f16 = axpy_f16;
-        t.attn_scores = attn_scores_by_dot<dot_f16_f16>;
-        t.attn_values = attn_values_by_axpy<axpy_f16>;
+        t.attn_scores = attn_scores;
+        t.attn_values = attn_values;
+        t.attn_q8_scores = attn_q8_scores_neon;
+        t.attn_q8_values = attn_q8_values_neon;
         return t;
     }();
     return &table;

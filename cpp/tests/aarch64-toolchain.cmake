@@ -1,5 +1,6 @@
 # Cross-compile the kernel tests for aarch64 Linux (Debian: g++-aarch64-linux-gnu) and run them
-# under qemu-user. qemu's default CPU ("max") reports ASIMDDP, so dispatch selects the neon path.
+# under qemu-user. qemu's default CPU ("max") has dotprod and i8mm, so dispatch selects neon_i8mm;
+# QEMU_CPU=cortex-a72 (say) picks another model (.ci/neon_tests.sh runs one per NEON level).
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 

@@ -2,7 +2,8 @@
 // ISA this build has and this CPU runs: activation converters byte for byte, dot products within a
 // float-summation-order bound, and the matmul and attention paths built on them. Plus reference
 // round trips and rope/attention against double-precision formulas. Runs natively (x86: avx2,
-// avx512) and under qemu-aarch64 (neon); see .ci/neon_tests.sh. No pybind11 here.
+// avx512) and under qemu-aarch64 (neon, neon_dotprod, neon_i8mm, one CPU model per level); see
+// .ci/neon_tests.sh. No pybind11 here.
 //
 // Bound for a dot product: |isa - scalar| <= 1e-5 * Σ|terms|, Σ|terms| summed in double from the
 // unpacked blocks (scale part and offset part of each weight separately), so cancellation in the
@@ -1170,12 +1171,14 @@ void test_isa(const std::string &isa, const DotKernels &K, const DotKernels &S) 
     test_rope(isa, K);
 }
 
-int main() {
+// --isas: print the ISA line alone (CI checks what each emulated CPU selects) and exit.
+int main(int argc, char **argv) {
     set_num_threads(3);  // several workers even on a small machine, so matmul/attention split work
     const std::vector<std::string> isas = available_isas();
     std::string list;
     for (const auto &i : isas) list += " " + i;
     std::printf("available ISAs:%s (active at start: %s)\n", list.c_str(), active_kernels().isa);
+    if (argc > 1 && std::strcmp(argv[1], "--isas") == 0) return 0;
     try {
         test_unpack_matches_dequantize();
         test_round_trip();
