@@ -12,7 +12,7 @@
 
 #include "../dot.h"
 #include "../dot_loops.h"
-#include "../nbits.h"
+#include "../nbits_kernels.h"
 #include "../quants.h"
 
 namespace phirt {

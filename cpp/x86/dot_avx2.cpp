@@ -6,7 +6,7 @@
 // dot_kernels_avx2() is exported. Integer techniques follow ggml-cpu/arch/x86/quants.c
 // (maddubs on unsigned×signed bytes, nibble unpacking, the Q6_K bsums offset trick).
 #include "../dot_loops.h"
-#include "../nbits.h"
+#include "../nbits_kernels.h"
 #include "x86_common.h"
 
 namespace phirt {
@@ -385,7 +385,7 @@ const DotKernels *dot_kernels_avx2() {
         t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
         t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
         t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
-        t.nbits4_q8_0 = nbits_dot_avx2;
+        t.nbits = nbits_kernels_avx2();
         t.axpy_f16 = axpy_f16;
         t.attn_scores = attn_scores_by_dot<dot_f16_f16>;
         t.attn_values = attn_values_by_axpy<axpy_f16>;
