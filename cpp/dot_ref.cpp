@@ -1,8 +1,10 @@
 // Scalar reference dot products and activation converters: the spec for every SIMD twin.
+#include <cmath>
 #include <cstring>
 
 #include "dot.h"
-#include "nbits.h"
+#include "dot_loops.h"
+#include "nbits_kernels.h"
 #include "quants.h"
 
 namespace phirt {
@@ -212,6 +214,15 @@ void axpy_f16(int64_t n, float a, const ggml_half *x, float *y) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * fp16_to_fp32(x[i]);
 }
 
+double exp_sum(int64_t n, float max, float *s) {
+    double sum = 0.0;
+    for (int64_t j = 0; j < n; ++j) {
+        s[j] = std::exp(s[j] - max);
+        sum += (double)s[j];
+    }
+    return sum;
+}
+
 void to_q8_0(const float *x, void *y, int64_t n) {
     quantize_row_q8_0_act(x, static_cast<block_q8_0 *>(y), n);
 }
@@ -230,37 +241,39 @@ void to_bf16(const float *x, void *y, int64_t n) {
 
 }  // namespace
 
-// No packed GEMM: gemm_ref.cpp is the spec its twins are tested against, not a fast path (its
-// strided panel reads run 3.6x (Q4_0) to 9x (Q4_K) slower than these one-row dots at m = 4..32).
+// Every entry set: multi-row dots run the one-row dot per row, attention loops the f16 dot and
+// axpy per key. No packed GEMM: gemm_ref.cpp is the spec its twins are tested against, not a fast
+// path (its strided panel reads run 3.6x (Q4_0) to 9x (Q4_K) slower than these one-row dots at
+// m = 4..32).
 const DotKernels &dot_kernels_scalar() {
-    static const DotKernels table = {
-        "scalar",
-        to_q8_0,
-        to_q8_1,
-        to_q8_K,
-        to_f16,
-        to_bf16,
-        dot_q4_0_q8_0,
-        dot_q4_1_q8_1,
-        dot_q5_0_q8_0,
-        dot_q5_1_q8_1,
-        dot_q8_0_q8_0,
-        dot_q4_K_q8_K,
-        dot_q5_K_q8_K,
-        dot_q6_K_q8_K,
-        dot_f16_f16,
-        dot_bf16_bf16,
-        dot_f32_f32,
-        nbits_dot_ref,
-        axpy_f16,
-        nullptr,
-        nullptr,
-        nullptr,
-        nullptr,
-        nullptr,
-        attn_q8_scores_ref,
-        attn_q8_values_ref,
-    };
+    static const DotKernels table = [] {
+        DotKernels t{};
+        t.isa = "scalar";
+        t.to_q8_0 = to_q8_0;
+        t.to_q8_1 = to_q8_1;
+        t.to_q8_K = to_q8_K;
+        t.to_f16 = to_f16;
+        t.to_bf16 = to_bf16;
+        t.q4_0 = {dot_q4_0_q8_0, rows_by_dot<dot_q4_0_q8_0>};
+        t.q4_1 = {dot_q4_1_q8_1, rows_by_dot<dot_q4_1_q8_1>};
+        t.q5_0 = {dot_q5_0_q8_0, rows_by_dot<dot_q5_0_q8_0>};
+        t.q5_1 = {dot_q5_1_q8_1, rows_by_dot<dot_q5_1_q8_1>};
+        t.q8_0 = {dot_q8_0_q8_0, rows_by_dot<dot_q8_0_q8_0>};
+        t.q4_K = {dot_q4_K_q8_K, rows_by_dot_prefetch<dot_q4_K_q8_K>};
+        t.q5_K = {dot_q5_K_q8_K, rows_by_dot_prefetch<dot_q5_K_q8_K>};
+        t.q6_K = {dot_q6_K_q8_K, rows_by_dot_prefetch<dot_q6_K_q8_K>};
+        t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
+        t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
+        t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
+        t.nbits = nbits_kernels_scalar();
+        t.axpy_f16 = axpy_f16;
+        t.attn_scores = attn_scores_by_dot<dot_f16_f16>;
+        t.attn_values = attn_values_by_axpy<axpy_f16>;
+        t.exp_sum = exp_sum;
+        t.attn_q8_scores = attn_q8_scores_ref;
+        t.attn_q8_values = attn_q8_values_ref;
+        return t;
+    }();
     return table;
 }
 

@@ -3,7 +3,7 @@
 // Decode is bandwidth-bound: rows of W are split into contiguous chunks so each thread streams its
 // own part once. Prefill is compute-bound: where the ISA has a packed GEMM (gemm.h) each task
 // unpacks a panel of 16 weight rows once and runs every activation row over it; elsewhere work is
-// tiled as (block of W rows) × (block of X rows) of one-row dot products (one_row_dot_blocks).
+// tiled as (block of W rows) × (block of X rows) of multi-row dots (one_row_dot_blocks).
 #include "matmul.h"
 
 #include <algorithm>
@@ -17,58 +17,6 @@
 namespace phirt {
 
 namespace {
-
-struct ActFormat {
-    ConvertFn convert;
-    VecDotFn dot;
-    int block_size;
-    int block_bytes;
-    VecDotRowsFn dot_rows = nullptr;  // kern's multi-row twin of dot, if it has one
-};
-
-bool act_format(const DotKernels &kern, int type, ActFormat *f) {
-    switch ((GgmlType)type) {
-        case GgmlType::Q4_0:
-            *f = {kern.to_q8_0, kern.q4_0_q8_0, QK8_0, sizeof(block_q8_0), kern.q4_0_q8_0_rows};
-            return true;
-        case GgmlType::Q5_0:
-            *f = {kern.to_q8_0, kern.q5_0_q8_0, QK8_0, sizeof(block_q8_0), kern.q5_0_q8_0_rows};
-            return true;
-        case GgmlType::Q8_0:
-            *f = {kern.to_q8_0, kern.q8_0_q8_0, QK8_0, sizeof(block_q8_0), kern.q8_0_q8_0_rows};
-            return true;
-        case GgmlType::Q4_1:
-            *f = {kern.to_q8_1, kern.q4_1_q8_1, QK8_1, sizeof(block_q8_1), kern.q4_1_q8_1_rows};
-            return true;
-        case GgmlType::Q5_1:
-            *f = {kern.to_q8_1, kern.q5_1_q8_1, QK8_1, sizeof(block_q8_1), kern.q5_1_q8_1_rows};
-            return true;
-        case GgmlType::Q4_K:
-            *f = {kern.to_q8_K, kern.q4_K_q8_K, QK_K, sizeof(block_q8_K), kern.q4_K_q8_K_rows};
-            return true;
-        case GgmlType::Q5_K:
-            *f = {kern.to_q8_K, kern.q5_K_q8_K, QK_K, sizeof(block_q8_K), kern.q5_K_q8_K_rows};
-            return true;
-        case GgmlType::Q6_K:
-            *f = {kern.to_q8_K, kern.q6_K_q8_K, QK_K, sizeof(block_q8_K), kern.q6_K_q8_K_rows};
-            return true;
-        case GgmlType::F16:
-            *f = {kern.to_f16, kern.f16_f16, 1, 2};
-            return true;
-        case GgmlType::BF16:
-            *f = {kern.to_bf16, kern.bf16_bf16, 1, 2};
-            return true;
-        case GgmlType::F32:
-            *f = {nullptr, kern.f32_f32, 1, 4};
-            return true;
-        default:
-            return false;
-    }
-}
-
-void prefetch_row(const uint8_t *p, int64_t bytes) {
-    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
-}
 
 // Per-calling-thread scratch for converted activations: grows, never shrinks.
 thread_local std::vector<uint8_t> t_act_scratch;
@@ -130,7 +78,7 @@ T *grown(std::vector<T> &v, int64_t n) {
 }
 
 // y = x · wᵀ through packed panels; `act` holds the m rows already in the GEMV's block format.
-void matmul_packed(const DotKernels &kern, const WeightView &w, const uint8_t *act,
+void matmul_packed(const TypeKernels &tk, const WeightView &w, const uint8_t *act,
                    int64_t act_row_bytes, int act_block_bytes, int64_t m, float *y) {
     ThreadPool &pool = global_pool();
     const GemmForm form = gemm_form(w.type);
@@ -157,21 +105,21 @@ void matmul_packed(const DotKernels &kern, const WeightView &w, const uint8_t *a
                         grown(ps.offset, n_groups * kPanelRows), k, form};
         const int64_t r0 = p * kPanelRows;
         const int n_rows = (int)std::min<int64_t>(kPanelRows, w.n - r0);
-        kern.pack_panel(w.type, w.data + r0 * w.row_bytes, w.row_bytes, n_rows, &panel,
-                        grown(ps.rows, kPanelRows * k));
-        kern.gemm_panel(panel, acts, m, y + r0, w.n, n_rows);
+        tk.pack_panel(w.type, w.data + r0 * w.row_bytes, w.row_bytes, n_rows, &panel,
+                      grown(ps.rows, kPanelRows * k));
+        tk.gemm_panel(panel, acts, m, y + r0, w.n, n_rows);
     });
 }
 
 }  // namespace
 
 bool uses_packed_gemm(const DotKernels &kern, int type, int64_t m) {
-    return m >= kMinPackedRows && kern.gemm_panel != nullptr && gemm_form(type).group > 0;
+    const WeightFormat *f = weight_format(type);
+    return m >= kMinPackedRows && f != nullptr && (kern.*f->kernels).gemm_panel != nullptr;
 }
 
 bool matmul_supported(int type) {
-    ActFormat f;
-    return act_format(dot_kernels_scalar(), type, &f);
+    return weight_format(type) != nullptr;
 }
 
 std::string validate_weight(int type, int64_t n, int64_t k, int64_t nbytes) {
@@ -192,46 +140,34 @@ std::string validate_weight(int type, int64_t n, int64_t k, int64_t nbytes) {
 
 void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
     const DotKernels &kern = active_kernels();
-    ActFormat f;
-    act_format(kern, w.type, &f);  // validated by the caller
+    const WeightFormat &f = *weight_format(w.type);  // validated by the caller
+    const TypeKernels &tk = kern.*f.kernels;
     ThreadPool &pool = global_pool();
 
     // 1. Activations into the dot format (F32 weights use x as it is).
     const uint8_t *act = reinterpret_cast<const uint8_t *>(x);
     int64_t act_row_bytes = w.k * (int64_t)sizeof(float);
-    if (f.convert != nullptr) {
-        act_row_bytes = w.k / f.block_size * f.block_bytes;
+    if (f.act.convert != nullptr) {
+        const ConvertFn convert = kern.*f.act.convert;
+        act_row_bytes = w.k / f.act.block * f.act.bytes;
         uint8_t *dst = grown(t_act_scratch, act_row_bytes * m);
         const int64_t k = w.k;
-        pool.run(m,
-                 [&](int64_t row, int) { f.convert(x + row * k, dst + row * act_row_bytes, k); });
+        pool.run(m, [&](int64_t row, int) { convert(x + row * k, dst + row * act_row_bytes, k); });
         act = dst;
     }
 
-    // 2. Dot products.
+    // 2. Dot products: kMaxDotRows weight rows at a time against each activation row (rows
+    // r..r+nr-1 of output row c are adjacent in y).
     if (uses_packed_gemm(kern, w.type, m)) {
-        matmul_packed(kern, w, act, act_row_bytes, f.block_bytes, m, y);
+        matmul_packed(tk, w, act, act_row_bytes, f.act.bytes, m, y);
         return;
     }
-    // K-quant dots spend longer per byte and the hardware prefetcher falls behind in decode:
-    // fetching the next row ahead lifted cold Q4_K GEMV from ~35 % to ~54 % of read bandwidth
-    // here, while it slowed Q4_0/Q8_0 (measured, benchmarks/kernels.py).
-    const bool prefetch = m == 1 && f.block_size == QK_K;
     auto dots = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-        if (f.dot_rows != nullptr) {  // the kernel prefetches on its own
-            for (int64_t r = r0; r < r1; r += kMaxDotRows) {
-                const int nr = (int)std::min<int64_t>(kMaxDotRows, r1 - r);
-                for (int64_t c = c0; c < c1; ++c)  // rows r..r+nr-1 of output row c are adjacent
-                    f.dot_rows(w.k, w.data + r * w.row_bytes, w.row_bytes, nr,
-                               act + c * act_row_bytes, y + c * w.n + r);
-            }
-            return;
-        }
-        for (int64_t r = r0; r < r1; ++r) {
-            const uint8_t *wr = w.data + r * w.row_bytes;
-            if (prefetch && r + 1 < r1) prefetch_row(wr + w.row_bytes, w.row_bytes);
+        for (int64_t r = r0; r < r1; r += kMaxDotRows) {
+            const int nr = (int)std::min<int64_t>(kMaxDotRows, r1 - r);
             for (int64_t c = c0; c < c1; ++c)
-                y[c * w.n + r] = f.dot(w.k, wr, act + c * act_row_bytes);
+                tk.dot_rows(w.k, w.data + r * w.row_bytes, w.row_bytes, nr, act + c * act_row_bytes,
+                            y + c * w.n + r);
         }
     };
     one_row_dot_blocks(w.n, m, w.n * w.row_bytes, dots);

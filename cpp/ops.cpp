@@ -36,13 +36,7 @@ KeySpan visible_keys(int64_t pos0, int64_t i, int64_t window) {
 double softmax_numerators(const DotKernels &kern, int64_t n, float *s) {
     float max = -INFINITY;
     for (int64_t j = 0; j < n; ++j) max = std::max(max, s[j]);
-    if (kern.exp_sum != nullptr) return kern.exp_sum(n, max, s);
-    double sum = 0.0;
-    for (int64_t j = 0; j < n; ++j) {
-        s[j] = std::exp(s[j] - max);
-        sum += (double)s[j];
-    }
-    return sum;
+    return kern.exp_sum(n, max, s);
 }
 
 }  // namespace
@@ -209,7 +203,6 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
     global_pool().run(m * n_head, [&](int64_t task, int) {
         thread_local std::vector<float> scores;
         thread_local std::vector<ggml_half> q16;
-        thread_local std::vector<float> q32;
         thread_local std::vector<ggml_half> p16;
         const int64_t h = task % n_head, kvh = h / group;
         const auto [lo, n_keys] = visible_keys(pos0, task / n_head, window);
@@ -218,14 +211,7 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
         kern.to_f16(q + task * hd, q16.data(), hd);
         const ggml_half *kh = k_cache + kvh * n_ctx * hd;
         const ggml_half *vh = v_cache + kvh * n_ctx * hd;
-        if (kern.attn_scores != nullptr) {
-            if ((int64_t)q32.size() < hd) q32.resize(hd);
-            for (int64_t d = 0; d < hd; ++d) q32[d] = fp16_to_fp32(q16[d]);
-            kern.attn_scores(hd, n_keys, kh + lo * hd, q32.data(), scale, scores.data());
-        } else {
-            for (int64_t j = 0; j < n_keys; ++j)
-                scores[j] = kern.f16_f16(hd, kh + (lo + j) * hd, q16.data()) * scale;
-        }
+        kern.attn_scores(hd, n_keys, kh + lo * hd, q16.data(), scale, scores.data());
         const double sum = softmax_numerators(kern, n_keys, scores.data());
         // Softmax weights rounded to f16 for ·V (ggml's f16 V product) by the ISA's converter.
         const float inv = (float)(1.0 / sum);
@@ -234,12 +220,7 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
         kern.to_f16(scores.data(), p16.data(), n_keys);
         float *o = out + task * hd;
         std::fill(o, o + hd, 0.0f);
-        if (kern.attn_values != nullptr) {
-            kern.attn_values(hd, n_keys, p16.data(), vh + lo * hd, o);
-        } else {
-            for (int64_t j = 0; j < n_keys; ++j)
-                kern.axpy_f16(hd, fp16_to_fp32(p16[j]), vh + (lo + j) * hd, o);
-        }
+        kern.attn_values(hd, n_keys, p16.data(), vh + lo * hd, o);
     });
 }
 
@@ -247,9 +228,6 @@ void attention_q8(const float *q, const block_q8_0 *k_cache, const block_q8_0 *v
                   int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
                   float scale, int64_t window, float *out) {
     const DotKernels &kern = active_kernels();
-    const DotKernels &ref = dot_kernels_scalar();
-    const AttnQ8ScoresFn scores_fn = kern.attn_q8_scores ? kern.attn_q8_scores : ref.attn_q8_scores;
-    const AttnQ8ValuesFn values_fn = kern.attn_q8_values ? kern.attn_q8_values : ref.attn_q8_values;
     const int64_t group = n_head / n_kv_head, nb = hd / QK8_0;
     global_pool().run(m * n_head, [&](int64_t task, int) {
         thread_local std::vector<float> scores;
@@ -261,11 +239,11 @@ void attention_q8(const float *q, const block_q8_0 *k_cache, const block_q8_0 *v
         kern.to_q8_0(q + task * hd, q8.data(), hd);
         const block_q8_0 *kh = k_cache + (kvh * n_ctx + lo) * nb;
         const block_q8_0 *vh = v_cache + (kvh * n_ctx + lo) * nb;
-        scores_fn(hd, n_keys, kh, q8.data(), scale, scores.data());
+        kern.attn_q8_scores(hd, n_keys, kh, q8.data(), scale, scores.data());
         const double sum = softmax_numerators(kern, n_keys, scores.data());
         float *o = out + task * hd;
         std::fill(o, o + hd, 0.0f);
-        values_fn(hd, n_keys, scores.data(), vh, o);
+        kern.attn_q8_values(hd, n_keys, scores.data(), vh, o);
         const float inv = (float)(1.0 / sum);  // flash attention's division at the end
         for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
     });

@@ -11,7 +11,8 @@
 #include <cstring>
 
 #include "../dot.h"
-#include "../nbits.h"
+#include "../dot_loops.h"
+#include "../nbits_kernels.h"
 #include "../quants.h"
 
 namespace phirt {
@@ -504,15 +505,32 @@ void axpy_f16(int64_t n, float a, const ggml_half *x, float *y) {
 
 }  // namespace
 
+// No NEON MatMulNBits dot or panel kernel yet (the scalar's run); exp_sum is the scalar's.
 const DotKernels *dot_kernels_neon() {
-    static const DotKernels table = {
-        "neon",        to_q8_0,       to_q8_1,       to_q8_K,       to_f16,        to_bf16,
-        dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
-        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,
-        nbits_dot_ref,                          // no NEON MatMulNBits dot yet
-        axpy_f16,      nullptr,       nullptr,  // no NEON panel kernel yet
-        nullptr,       nullptr,       nullptr,
-    };
+    static const DotKernels table = [] {
+        DotKernels t = dot_kernels_scalar();
+        t.isa = "neon";
+        t.to_q8_0 = to_q8_0;
+        t.to_q8_1 = to_q8_1;
+        t.to_q8_K = to_q8_K;
+        t.to_f16 = to_f16;
+        t.to_bf16 = to_bf16;
+        t.q4_0 = {dot_q4_0_q8_0, rows_by_dot<dot_q4_0_q8_0>};
+        t.q4_1 = {dot_q4_1_q8_1, rows_by_dot<dot_q4_1_q8_1>};
+        t.q5_0 = {dot_q5_0_q8_0, rows_by_dot<dot_q5_0_q8_0>};
+        t.q5_1 = {dot_q5_1_q8_1, rows_by_dot<dot_q5_1_q8_1>};
+        t.q8_0 = {dot_q8_0_q8_0, rows_by_dot<dot_q8_0_q8_0>};
+        t.q4_K = {dot_q4_K_q8_K, rows_by_dot_prefetch<dot_q4_K_q8_K>};
+        t.q5_K = {dot_q5_K_q8_K, rows_by_dot_prefetch<dot_q5_K_q8_K>};
+        t.q6_K = {dot_q6_K_q8_K, rows_by_dot_prefetch<dot_q6_K_q8_K>};
+        t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
+        t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
+        t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
+        t.axpy_f16 = axpy_f16;
+        t.attn_scores = attn_scores_by_dot<dot_f16_f16>;
+        t.attn_values = attn_values_by_axpy<axpy_f16>;
+        return t;
+    }();
     return &table;
 }
 

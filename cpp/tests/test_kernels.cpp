@@ -187,37 +187,17 @@ std::vector<float> make_data(Pattern p, int64_t n) {
 
 // ---- formats under test ----
 
-struct DotCase {
-    const char *name;
-    GgmlType wtype;
-    VecDotFn DotKernels::*dot;
-    ConvertFn DotKernels::*convert;            // nullptr: F32 activations are used as they are
-    int block;                                 // elements per activation block
-    int act_bytes;                             // bytes per activation block
-    VecDotRowsFn DotKernels::*rows = nullptr;  // the multi-row twin of dot, where there is one
-};
+// One case per matmul weight type (dot.h's kWeightFormats): its kernels and activation format.
+using DotCase = WeightFormat;
+constexpr const auto &kDotCases = kWeightFormats;
 
-const DotCase kDotCases[] = {
-    {"q4_0_q8_0", GgmlType::Q4_0, &DotKernels::q4_0_q8_0, &DotKernels::to_q8_0, QK8_0,
-     sizeof(block_q8_0), &DotKernels::q4_0_q8_0_rows},
-    {"q4_1_q8_1", GgmlType::Q4_1, &DotKernels::q4_1_q8_1, &DotKernels::to_q8_1, QK8_1,
-     sizeof(block_q8_1), &DotKernels::q4_1_q8_1_rows},
-    {"q5_0_q8_0", GgmlType::Q5_0, &DotKernels::q5_0_q8_0, &DotKernels::to_q8_0, QK8_0,
-     sizeof(block_q8_0), &DotKernels::q5_0_q8_0_rows},
-    {"q5_1_q8_1", GgmlType::Q5_1, &DotKernels::q5_1_q8_1, &DotKernels::to_q8_1, QK8_1,
-     sizeof(block_q8_1), &DotKernels::q5_1_q8_1_rows},
-    {"q8_0_q8_0", GgmlType::Q8_0, &DotKernels::q8_0_q8_0, &DotKernels::to_q8_0, QK8_0,
-     sizeof(block_q8_0), &DotKernels::q8_0_q8_0_rows},
-    {"q4_K_q8_K", GgmlType::Q4_K, &DotKernels::q4_K_q8_K, &DotKernels::to_q8_K, QK_K,
-     sizeof(block_q8_K), &DotKernels::q4_K_q8_K_rows},
-    {"q5_K_q8_K", GgmlType::Q5_K, &DotKernels::q5_K_q8_K, &DotKernels::to_q8_K, QK_K,
-     sizeof(block_q8_K), &DotKernels::q5_K_q8_K_rows},
-    {"q6_K_q8_K", GgmlType::Q6_K, &DotKernels::q6_K_q8_K, &DotKernels::to_q8_K, QK_K,
-     sizeof(block_q8_K), &DotKernels::q6_K_q8_K_rows},
-    {"f16_f16", GgmlType::F16, &DotKernels::f16_f16, &DotKernels::to_f16, 1, 2},
-    {"bf16_bf16", GgmlType::BF16, &DotKernels::bf16_bf16, &DotKernels::to_bf16, 1, 2},
-    {"f32_f32", GgmlType::F32, &DotKernels::f32_f32, nullptr, 1, 4},
-};
+const char *case_name(const DotCase &c);
+VecDotFn dot_of(const DotKernels &k, const DotCase &c) {
+    return (k.*c.kernels).dot;
+}
+VecDotRowsFn rows_of(const DotKernels &k, const DotCase &c) {
+    return (k.*c.kernels).dot_rows;
+}
 
 bool is_float_type(GgmlType t) {
     return t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::F32;
@@ -229,18 +209,22 @@ const TypeTraits &traits(GgmlType t) {
     return *tt;
 }
 
+const char *case_name(const DotCase &c) {
+    return traits(c.type).name;
+}
+
 int64_t act_row_bytes(const DotCase &c, int64_t k) {
-    return k / c.block * c.act_bytes;
+    return k / c.act.block * c.act.bytes;
 }
 
 std::vector<uint8_t> convert_act(const DotKernels &kern, const DotCase &c,
                                  const std::vector<float> &x) {
     const int64_t k = (int64_t)x.size();
     std::vector<uint8_t> out(act_row_bytes(c, k));
-    if (c.convert == nullptr)
+    if (c.act.convert == nullptr)
         std::memcpy(out.data(), x.data(), out.size());
     else
-        (kern.*c.convert)(x.data(), out.data(), k);
+        (kern.*c.act.convert)(x.data(), out.data(), k);
     return out;
 }
 
@@ -398,7 +382,7 @@ void unpack_weights(GgmlType t, const uint8_t *row, int64_t k, std::vector<doubl
 std::vector<double> unpack_act(const DotCase &c, const uint8_t *act, int64_t k) {
     std::vector<double> a(k);
     for (int64_t i = 0; i < k; ++i) {
-        switch (c.act_bytes) {
+        switch (c.act.bytes) {
             case sizeof(block_q8_0): {
                 const auto *b = reinterpret_cast<const block_q8_0 *>(act) + i / 32;
                 a[i] = (double)fp16_to_fp32(b->d) * b->qs[i % 32];
@@ -415,7 +399,7 @@ std::vector<double> unpack_act(const DotCase &c, const uint8_t *act, int64_t k) 
                 break;
             }
             case 2:
-                a[i] = c.wtype == GgmlType::F16
+                a[i] = c.type == GgmlType::F16
                            ? fp16_to_fp32(reinterpret_cast<const ggml_half *>(act)[i])
                            : bf16_to_fp32(reinterpret_cast<const ggml_bf16 *>(act)[i]);
                 break;
@@ -446,17 +430,17 @@ void test_unpack_matches_dequantize() {
         const int64_t k = 512;
         for (Source src : {kQuantized, kRandomBytes, kOnes, kZeroBytes, kExtremeScales}) {
             std::vector<uint8_t> w;
-            if (!make_weights(c.wtype, 1, k, src, kWide, &w)) continue;
+            if (!make_weights(c.type, 1, k, src, kWide, &w)) continue;
             std::vector<double> p, o;
-            unpack_weights(c.wtype, w.data(), k, &p, &o);
+            unpack_weights(c.type, w.data(), k, &p, &o);
             std::vector<float> deq(k);
-            dequantize_row((int)c.wtype, w.data(), deq.data(), k);
+            dequantize_row((int)c.type, w.data(), deq.data(), k);
             bool ok = true;
             for (int64_t i = 0; i < k && ok; ++i) {
                 const double want = p[i] + o[i];
                 ok = std::fabs(deq[i] - want) <= 1e-6 * (std::fabs(p[i]) + std::fabs(o[i])) + 1e-30;
             }
-            check(ok, fmt("unpack %s %s", c.name, kSourceNames[src]));
+            check(ok, fmt("unpack %s %s", case_name(c), kSourceNames[src]));
         }
     }
 }
@@ -578,25 +562,25 @@ void test_activation_round_trip() {
     Section s("reference: activation formats round trip");
     const DotKernels &S = dot_kernels_scalar();
     for (const DotCase &c : kDotCases) {
-        if (c.convert == nullptr || c.wtype == GgmlType::Q4_1 || c.wtype == GgmlType::Q5_1 ||
-            c.wtype == GgmlType::Q5_0 || c.wtype == GgmlType::Q5_K || c.wtype == GgmlType::Q6_K)
+        if (c.act.convert == nullptr || c.type == GgmlType::Q4_1 || c.type == GgmlType::Q5_1 ||
+            c.type == GgmlType::Q5_0 || c.type == GgmlType::Q5_K || c.type == GgmlType::Q6_K)
             continue;  // one case per activation format
         for (Pattern pat : kDotPatterns) {
             const int64_t k = 1024;
             const std::vector<float> x = make_data(pat, k);
             const std::vector<uint8_t> act = convert_act(S, c, x);
             const std::vector<double> a = unpack_act(c, act.data(), k);
-            const std::vector<float> amax = block_absmax(x, c.block);
+            const std::vector<float> amax = block_absmax(x, c.act.block);
             bool ok = true;
             for (int64_t i = 0; i < k && ok; ++i) {
                 const double step =
-                    c.block == 1
-                        ? std::fabs(x[i]) * (c.wtype == GgmlType::BF16 ? 1.0 / 256 : 1.0 / 2048) +
+                    c.act.block == 1
+                        ? std::fabs(x[i]) * (c.type == GgmlType::BF16 ? 1.0 / 256 : 1.0 / 2048) +
                               1e-7
                         : amax[i] / 254.0 + amax[i] * 1e-3 + 127 * std::ldexp(1.0, -25);
                 ok = std::fabs(a[i] - x[i]) <= step + 1e-30;
             }
-            check(ok, fmt("activation %s %s", c.name, kPatternNames[pat]));
+            check(ok, fmt("activation %s %s", case_name(c), kPatternNames[pat]));
         }
     }
     // Q8_1's s is the block sum d·Σq (d before its f16 rounding); Q8_K's bsums are sums of 16 qs.
@@ -625,6 +609,29 @@ void test_activation_round_trip() {
 }
 
 // ---- ISA twins vs scalar ----
+
+// The table's shape: every entry set but the optional packed GEMM, which comes in pairs and only
+// for types with a packed form; a one-row dot overridden together with its multi-row twin (the
+// scalar's rows would run the scalar's dot, not this table's).
+void test_table(const DotKernels &K, const DotKernels &S) {
+    Section s(std::string("[") + K.isa + "] kernel table complete and consistent");
+    const ConvertFn convs[] = {K.to_q8_0, K.to_q8_1, K.to_q8_K, K.to_f16, K.to_bf16};
+    for (ConvertFn f : convs) check(f != nullptr, "converter set");
+    check(K.nbits.quantize && K.nbits.rows_i8 && K.nbits.rows_f32 && K.axpy_f16 && K.attn_scores &&
+              K.attn_values && K.exp_sum && K.attn_q8_scores && K.attn_q8_values,
+          "attention and MatMulNBits entries set");
+    for (const DotCase &c : kDotCases) {
+        const TypeKernels &t = K.*c.kernels, &ref = S.*c.kernels;
+        check(t.dot != nullptr && t.dot_rows != nullptr,
+              fmt("%s: dot and dot_rows set", case_name(c)));
+        check((t.pack_panel == nullptr) == (t.gemm_panel == nullptr),
+              fmt("%s: pack_panel and gemm_panel both or neither", case_name(c)));
+        check(t.gemm_panel == nullptr || gemm_form((int)c.type).group > 0,
+              fmt("%s: packed GEMM only for a type with a packed form", case_name(c)));
+        check(&K == &S || t.dot == ref.dot || t.dot_rows != ref.dot_rows,
+              fmt("%s: dot overridden without dot_rows", case_name(c)));
+    }
+}
 
 void test_converters(const std::string &isa, const DotKernels &K, const DotKernels &S) {
     Section s("[" + isa + "] activation converters == scalar bytes");
@@ -665,8 +672,8 @@ void test_converters(const std::string &isa, const DotKernels &K, const DotKerne
 
 void test_dots(const std::string &isa, const DotKernels &K, const DotKernels &S) {
     for (const DotCase &c : kDotCases) {
-        Section s("[" + isa + "] dot " + c.name + " ~ scalar");
-        const TypeTraits &tt = traits(c.wtype);
+        Section s("[" + isa + "] dot " + case_name(c) + " ~ scalar");
+        const TypeTraits &tt = traits(c.type);
         std::vector<int64_t> sizes;
         if (tt.block_size == QK_K)
             sizes = {256, 768, 4096};
@@ -685,21 +692,21 @@ void test_dots(const std::string &isa, const DotKernels &K, const DotKernels &S)
                 weights.push_back({src, kRandom});
             for (const W &wd : weights) {
                 std::vector<uint8_t> w;
-                if (!make_weights(c.wtype, 1, n, wd.src, wd.pat, &w)) continue;
+                if (!make_weights(c.type, 1, n, wd.src, wd.pat, &w)) continue;
                 std::vector<double> p, o;
-                unpack_weights(c.wtype, w.data(), n, &p, &o);
+                unpack_weights(c.type, w.data(), n, &p, &o);
                 for (Pattern apat : kDotPatterns) {
                     const std::vector<float> x = make_data(apat, n);
                     const std::vector<uint8_t> act = convert_act(S, c, x);
                     const double mag = dot_magnitude(p, o, unpack_act(c, act.data(), n));
-                    const float ref = (S.*c.dot)(n, w.data(), act.data());
-                    const float got = (K.*c.dot)(n, w.data(), act.data());
+                    const float ref = dot_of(S, c)(n, w.data(), act.data());
+                    const float got = dot_of(K, c)(n, w.data(), act.data());
                     const double err = std::fabs((double)got - ref);
                     check(std::isfinite(ref) && within(err, kDotRel * mag + kDotAbs),
                           fmt("%s n=%lld w=%s/%s x=%s: %s %.9g scalar %.9g (err %.3g, bound %.3g)",
-                              c.name, (long long)n, kSourceNames[wd.src], kPatternNames[wd.pat],
-                              kPatternNames[apat], isa.c_str(), got, ref, err,
-                              kDotRel * mag + kDotAbs));
+                              case_name(c), (long long)n, kSourceNames[wd.src],
+                              kPatternNames[wd.pat], kPatternNames[apat], isa.c_str(), got, ref,
+                              err, kDotRel * mag + kDotAbs));
                 }
             }
         }
@@ -711,14 +718,13 @@ void test_dots(const std::string &isa, const DotKernels &K, const DotKernels &S)
 // than their bytes and row lengths that leave the kernels' tails in use.
 void test_dot_rows(const std::string &isa, const DotKernels &K, const DotKernels &S) {
     for (const DotCase &c : kDotCases) {
-        if (c.rows == nullptr || K.*c.rows == nullptr) continue;
-        Section s("[" + isa + "] dot rows " + c.name + " == one-row dot");
-        const int64_t blk = traits(c.wtype).block_size;
+        Section s("[" + isa + "] dot rows " + case_name(c) + " == one-row dot");
+        const int64_t blk = traits(c.type).block_size;
         for (int64_t n : {blk, 3 * blk, 16 * blk, 17 * blk, 32 * blk + 15 * blk}) {
-            const int64_t rb = row_bytes(traits(c.wtype), n), stride = rb + 40;
+            const int64_t rb = row_bytes(traits(c.type), n), stride = rb + 40;
             for (Source src : {kQuantized, kRandomBytes, kExtremeScales}) {
                 std::vector<uint8_t> w;
-                if (!make_weights(c.wtype, kMaxDotRows, n, src, kWide, &w)) continue;
+                if (!make_weights(c.type, kMaxDotRows, n, src, kWide, &w)) continue;
                 std::vector<uint8_t> spaced(stride * kMaxDotRows, 0xA5);
                 for (int r = 0; r < kMaxDotRows; ++r)
                     std::memcpy(spaced.data() + r * stride, w.data() + r * rb, rb);
@@ -726,13 +732,13 @@ void test_dot_rows(const std::string &isa, const DotKernels &K, const DotKernels
                     const std::vector<uint8_t> act = convert_act(S, c, make_data(apat, n));
                     for (int nr = 1; nr <= kMaxDotRows; ++nr) {
                         float y[kMaxDotRows];
-                        (K.*c.rows)(n, spaced.data(), stride, nr, act.data(), y);
+                        rows_of(K, c)(n, spaced.data(), stride, nr, act.data(), y);
                         for (int r = 0; r < nr; ++r) {
-                            const float one = (K.*c.dot)(n, w.data() + r * rb, act.data());
+                            const float one = dot_of(K, c)(n, w.data() + r * rb, act.data());
                             check(std::memcmp(&one, &y[r], sizeof(float)) == 0,
                                   fmt("%s n=%lld w=%s x=%s nr=%d row %d: %.9g, one-row dot %.9g",
-                                      c.name, (long long)n, kSourceNames[src], kPatternNames[apat],
-                                      nr, r, y[r], one));
+                                      case_name(c), (long long)n, kSourceNames[src],
+                                      kPatternNames[apat], nr, r, y[r], one));
                         }
                     }
                 }
@@ -771,10 +777,10 @@ void test_matmul(const std::string &isa, const DotKernels &K) {
     for (const DotCase &c : kDotCases) {
         const int64_t n = 37, k = 512;
         std::vector<uint8_t> w;
-        if (!make_weights(c.wtype, n, k, kQuantized, kWide, &w)) continue;
-        const WeightView view{w.data(), (int)c.wtype, n, k, row_bytes(traits(c.wtype), k)};
+        if (!make_weights(c.type, n, k, kQuantized, kWide, &w)) continue;
+        const WeightView view{w.data(), (int)c.type, n, k, row_bytes(traits(c.type), k)};
         for (int64_t m : {1, 3, 5, 9}) {
-            const bool packed = uses_packed_gemm(K, (int)c.wtype, m);
+            const bool packed = uses_packed_gemm(K, (int)c.type, m);
             const std::vector<float> x = make_data(kWide, m * k);
             std::vector<float> ys(m * n), yk(m * n);
             set_isa("scalar");
@@ -788,18 +794,18 @@ void test_matmul(const std::string &isa, const DotKernels &K) {
                 const std::vector<double> a = unpack_act(c, act.data(), k);
                 for (int64_t j = 0; j < n; ++j) {
                     std::vector<double> p, o;
-                    unpack_weights(c.wtype, w.data() + j * view.row_bytes, k, &p, &o);
+                    unpack_weights(c.type, w.data() + j * view.row_bytes, k, &p, &o);
                     const double bound = kDotRel * dot_magnitude(p, o, a) + kDotAbs;
                     const float y_s = ys[r * n + j], y_k = yk[r * n + j];
                     close &= within(std::fabs((double)y_k - y_s), bound);
-                    const float direct = (K.*c.dot)(k, w.data() + j * view.row_bytes, act.data());
+                    const float direct = dot_of(K, c)(k, w.data() + j * view.row_bytes, act.data());
                     own &= packed ? within(std::fabs((double)y_k - direct), bound)
                                   : std::memcmp(&direct, &y_k, sizeof(float)) == 0;
                 }
             }
-            check(close, fmt("matmul %s m=%lld: %s vs scalar", traits(c.wtype).name, (long long)m,
+            check(close, fmt("matmul %s m=%lld: %s vs scalar", traits(c.type).name, (long long)m,
                              isa.c_str()));
-            check(own, fmt("matmul %s m=%lld: %s output %s its own dot", traits(c.wtype).name,
+            check(own, fmt("matmul %s m=%lld: %s output %s its own dot", traits(c.type).name,
                            (long long)m, isa.c_str(), packed ? "not within bound of" : "!="));
         }
     }
@@ -855,36 +861,36 @@ double gemm_magnitude(const GemmPanel &p, const GemmActs &a, int64_t i, int r) {
 // panel product within the float-order bound, for every micro-tile height and for k past one
 // cache pass of the AVX-512 kernel (2048 columns).
 void test_packed_gemm(const std::string &isa, const DotKernels &K) {
-    if (K.pack_panel == nullptr) return;
-    Section s("[" + isa + "] packed GEMM ~ scalar spec");
     for (const DotCase &c : kDotCases) {
-        const GemmForm form = gemm_form((int)c.wtype);
-        if (form.group == 0) continue;
+        const TypeKernels &tk = K.*c.kernels;
+        if (tk.gemm_panel == nullptr) continue;
+        Section s("[" + isa + "] packed GEMM " + case_name(c) + " ~ scalar spec");
+        const GemmForm form = gemm_form((int)c.type);
         for (int64_t k : {512, 2560}) {
-            const int64_t rb = row_bytes(traits(c.wtype), k), ng = k / form.group * kPanelRows;
+            const int64_t rb = row_bytes(traits(c.type), k), ng = k / form.group * kPanelRows;
             for (Source src : {kQuantized, kRandomBytes}) {
                 std::vector<uint8_t> w;
-                if (!make_weights(c.wtype, kPanelRows, k, src, kWide, &w)) continue;
+                if (!make_weights(c.type, kPanelRows, k, src, kWide, &w)) continue;
                 for (int n_rows : {kPanelRows, 5}) {
                     std::vector<uint8_t> u_ref(kPanelRows * k, 1), u(kPanelRows * k, 2),
                         rows(kPanelRows * k);
                     std::vector<float> sc_ref(ng, 1), sc(ng, 2), of_ref(ng, 1), of(ng, 2);
                     GemmPanel p_ref{u_ref.data(), sc_ref.data(), of_ref.data(), k, form};
                     GemmPanel p{u.data(), sc.data(), of.data(), k, form};
-                    pack_panel_ref((int)c.wtype, w.data(), rb, n_rows, &p_ref, rows.data());
-                    K.pack_panel((int)c.wtype, w.data(), rb, n_rows, &p, rows.data());
+                    pack_panel_ref((int)c.type, w.data(), rb, n_rows, &p_ref, rows.data());
+                    tk.pack_panel((int)c.type, w.data(), rb, n_rows, &p, rows.data());
                     const bool same_offsets =
                         !form.offset || std::memcmp(of.data(), of_ref.data(), ng * 4) == 0;
                     check(u == u_ref && std::memcmp(sc.data(), sc_ref.data(), ng * 4) == 0 &&
                               same_offsets,
-                          fmt("pack %s k=%lld %s n_rows=%d: %s != scalar", traits(c.wtype).name,
+                          fmt("pack %s k=%lld %s n_rows=%d: %s != scalar", traits(c.type).name,
                               (long long)k, kSourceNames[src], n_rows, isa.c_str()));
                     for (int64_t m : {1, 3, 8, 13}) {
                         const GemmActData ad = make_gemm_acts(form, m, k);
                         const GemmActs a = ad.acts(k, k / form.group);
                         std::vector<float> y_ref(m * kPanelRows), y(m * kPanelRows);
                         gemm_panel_ref(p_ref, a, m, y_ref.data(), kPanelRows, n_rows);
-                        K.gemm_panel(p_ref, a, m, y.data(), kPanelRows, n_rows);
+                        tk.gemm_panel(p_ref, a, m, y.data(), kPanelRows, n_rows);
                         bool ok = true;
                         for (int64_t i = 0; i < m; ++i)
                             for (int r = 0; r < n_rows; ++r) {
@@ -894,7 +900,7 @@ void test_packed_gemm(const std::string &isa, const DotKernels &K) {
                                     within(err, kDotRel * gemm_magnitude(p_ref, a, i, r) + kDotAbs);
                             }
                         check(ok, fmt("gemm_panel %s k=%lld %s n_rows=%d m=%lld: %s vs scalar",
-                                      traits(c.wtype).name, (long long)k, kSourceNames[src], n_rows,
+                                      traits(c.type).name, (long long)k, kSourceNames[src], n_rows,
                                       (long long)m, isa.c_str()));
                     }
                 }
@@ -1104,11 +1110,13 @@ int main() {
         test_attention_reference();
         test_thread_pool();
         const DotKernels &S = dot_kernels_scalar();
+        test_table(S, S);
         for (const std::string &isa : isas) {
             if (isa == "scalar") continue;
             set_isa(isa);
             const DotKernels &K = active_kernels();
             check(isa == K.isa, fmt("set_isa(%s) activated %s", isa.c_str(), K.isa));
+            test_table(K, S);
             test_converters(isa, K, S);
             test_dots(isa, K, S);
             test_dot_rows(isa, K, S);

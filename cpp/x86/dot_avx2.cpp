@@ -5,7 +5,8 @@
 // linkage) so no AVX2 code can be picked by the linker for a baseline caller; only
 // dot_kernels_avx2() is exported. Integer techniques follow ggml-cpu/arch/x86/quants.c
 // (maddubs on unsigned×signed bytes, nibble unpacking, the Q6_K bsums offset trick).
-#include "../nbits.h"
+#include "../dot_loops.h"
+#include "../nbits_kernels.h"
 #include "x86_common.h"
 
 namespace phirt {
@@ -363,14 +364,33 @@ float dot_f32_f32(int64_t n, const void *vw, const void *vx) {
 
 }  // namespace
 
+// No packed GEMM yet (VPMADDUBSW saturates on Q8_0 panel bytes); exp_sum is the scalar's.
 const DotKernels *dot_kernels_avx2() {
-    static const DotKernels table = {
-        "avx2",        to_q8_0,       to_q8_1,       to_q8_K,       to_f16,        to_bf16,
-        dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q5_0_q8_0, dot_q5_1_q8_1, dot_q8_0_q8_0, dot_q4_K_q8_K,
-        dot_q5_K_q8_K, dot_q6_K_q8_K, dot_f16_f16,   dot_bf16_bf16, dot_f32_f32,   nbits_dot_avx2,
-        axpy_f16,      nullptr,       nullptr,  // VPMADDUBSW saturates on Q8_0 panel bytes
-        nullptr,       nullptr,       nullptr,
-    };
+    static const DotKernels table = [] {
+        DotKernels t = dot_kernels_scalar();
+        t.isa = "avx2";
+        t.to_q8_0 = to_q8_0;
+        t.to_q8_1 = to_q8_1;
+        t.to_q8_K = to_q8_K;
+        t.to_f16 = to_f16;
+        t.to_bf16 = to_bf16;
+        t.q4_0 = {dot_q4_0_q8_0, rows_by_dot<dot_q4_0_q8_0>};
+        t.q4_1 = {dot_q4_1_q8_1, rows_by_dot<dot_q4_1_q8_1>};
+        t.q5_0 = {dot_q5_0_q8_0, rows_by_dot<dot_q5_0_q8_0>};
+        t.q5_1 = {dot_q5_1_q8_1, rows_by_dot<dot_q5_1_q8_1>};
+        t.q8_0 = {dot_q8_0_q8_0, rows_by_dot<dot_q8_0_q8_0>};
+        t.q4_K = {dot_q4_K_q8_K, rows_by_dot_prefetch<dot_q4_K_q8_K>};
+        t.q5_K = {dot_q5_K_q8_K, rows_by_dot_prefetch<dot_q5_K_q8_K>};
+        t.q6_K = {dot_q6_K_q8_K, rows_by_dot_prefetch<dot_q6_K_q8_K>};
+        t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
+        t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
+        t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
+        t.nbits = nbits_kernels_avx2();
+        t.axpy_f16 = axpy_f16;
+        t.attn_scores = attn_scores_by_dot<dot_f16_f16>;
+        t.attn_values = attn_values_by_axpy<axpy_f16>;
+        return t;
+    }();
     return &table;
 }
 

@@ -12,7 +12,8 @@
 // sums of eight blocks in one vector, so each step needs one int->float conversion and one FMA.
 // Decode runs up to 4 rows per call sharing the activation side (dot_rows).
 // K-quants use VPMADDUBSW for the 4-8 bit products and VPDPWSSD to apply the sub-block scales.
-#include "../nbits.h"
+#include "../dot_loops.h"
+#include "../nbits_kernels.h"
 #include "x86_common.h"
 
 namespace phirt {
@@ -644,7 +645,7 @@ inline __m512 load_f16(const ggml_half *p, __mmask16 m) {
 }
 
 // Four keys at a time so four FMA chains are in flight; the last chunk of a row is masked.
-void attn_scores(int64_t hd, int64_t n, const ggml_half *k, const float *q, float scale,
+void attn_scores(int64_t hd, int64_t n, const ggml_half *k, const ggml_half *q, float scale,
                  float *scores) {
     const int64_t chunks = (hd + 15) / 16;
     const __mmask16 last = (__mmask16)(0xFFFFu >> ((16 - hd % 16) % 16));
@@ -655,7 +656,7 @@ void attn_scores(int64_t hd, int64_t n, const ggml_half *k, const float *q, floa
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t c = 0; c < chunks; ++c) {
             const __mmask16 m = mask(c);
-            const __m512 qv = _mm512_maskz_loadu_ps(m, q + c * 16);
+            const __m512 qv = load_f16(q + c * 16, m);
             a0 = _mm512_fmadd_ps(load_f16(kj + c * 16, m), qv, a0);
             a1 = _mm512_fmadd_ps(load_f16(kj + hd + c * 16, m), qv, a1);
             a2 = _mm512_fmadd_ps(load_f16(kj + 2 * hd + c * 16, m), qv, a2);
@@ -670,7 +671,7 @@ void attn_scores(int64_t hd, int64_t n, const ggml_half *k, const float *q, floa
         __m512 a = _mm512_setzero_ps();
         for (int64_t c = 0; c < chunks; ++c)
             a = _mm512_fmadd_ps(load_f16(k + j * hd + c * 16, mask(c)),
-                                _mm512_maskz_loadu_ps(mask(c), q + c * 16), a);
+                                load_f16(q + c * 16, mask(c)), a);
         scores[j] = _mm512_reduce_add_ps(a) * scale;
     }
 }
@@ -756,42 +757,41 @@ double exp_sum(int64_t n, float max, float *s) {
 // MatMulNBits runs on the AVX2 twin (there is no AVX-512 one).
 const DotKernels *dot_kernels_avx512() {
     static const DotKernels table = [] {
-        DotKernels t = {
-            "avx512",
-            to_q8_0,
-            to_q8_1,
-            to_q8_K,
-            to_f16,
-            to_bf16,
-            one_row<Q4_0Rows, block_q4_0, QK8_0, block_q8_0>,
-            one_row<Q4_1Rows, block_q4_1, QK8_1, block_q8_1>,
-            one_row<Q5_0Rows, block_q5_0, QK8_0, block_q8_0>,
-            one_row<Q5_1Rows, block_q5_1, QK8_1, block_q8_1>,
-            one_row<Q8_0Rows, block_q8_0, QK8_0, block_q8_0>,
-            one_row<Q4_KRows, block_q4_K, QK_K, block_q8_K>,
-            one_row<Q5_KRows, block_q5_K, QK_K, block_q8_K>,
-            one_row<Q6_KRows, block_q6_K, QK_K, block_q8_K>,
-            dot_f16_f16,
-            dot_bf16_bf16,
-            dot_f32_f32,
-            nbits_dot_avx2,
-            axpy_f16,
-            pack_panel_avx512,
-            gemm_panel_avx512,
-            attn_scores,
-            attn_values,
-            exp_sum,
-        };
+        DotKernels t = dot_kernels_scalar();
+        t.isa = "avx512";
+        t.to_q8_0 = to_q8_0;
+        t.to_q8_1 = to_q8_1;
+        t.to_q8_K = to_q8_K;
+        t.to_f16 = to_f16;
+        t.to_bf16 = to_bf16;
+        const PackPanelFn pack = pack_panel_avx512;
+        const GemmPanelFn gemm = gemm_panel_avx512;
+        t.q4_0 = {one_row<Q4_0Rows, block_q4_0, QK8_0, block_q8_0>, dot_rows<Q4_0Rows, block_q8_0>,
+                  pack, gemm};
+        t.q4_1 = {one_row<Q4_1Rows, block_q4_1, QK8_1, block_q8_1>, dot_rows<Q4_1Rows, block_q8_1>,
+                  pack, gemm};
+        t.q5_0 = {one_row<Q5_0Rows, block_q5_0, QK8_0, block_q8_0>, dot_rows<Q5_0Rows, block_q8_0>,
+                  pack, gemm};
+        t.q5_1 = {one_row<Q5_1Rows, block_q5_1, QK8_1, block_q8_1>, dot_rows<Q5_1Rows, block_q8_1>,
+                  pack, gemm};
+        t.q8_0 = {one_row<Q8_0Rows, block_q8_0, QK8_0, block_q8_0>, dot_rows<Q8_0Rows, block_q8_0>,
+                  pack, gemm};
+        t.q4_K = {one_row<Q4_KRows, block_q4_K, QK_K, block_q8_K>, dot_rows<Q4_KRows, block_q8_K>,
+                  pack, gemm};
+        t.q5_K = {one_row<Q5_KRows, block_q5_K, QK_K, block_q8_K>, dot_rows<Q5_KRows, block_q8_K>,
+                  pack, gemm};
+        t.q6_K = {one_row<Q6_KRows, block_q6_K, QK_K, block_q8_K>, dot_rows<Q6_KRows, block_q8_K>,
+                  pack, gemm};
+        t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
+        t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
+        t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
+        t.nbits = nbits_kernels_avx2();
+        t.axpy_f16 = axpy_f16;
+        t.attn_scores = attn_scores;
+        t.attn_values = attn_values;
+        t.exp_sum = exp_sum;
         t.attn_q8_scores = attn_q8_scores_avx512;
         t.attn_q8_values = attn_q8_values_avx512;
-        t.q4_0_q8_0_rows = dot_rows<Q4_0Rows, block_q8_0>;
-        t.q4_K_q8_K_rows = dot_rows<Q4_KRows, block_q8_K>;
-        t.q5_K_q8_K_rows = dot_rows<Q5_KRows, block_q8_K>;
-        t.q6_K_q8_K_rows = dot_rows<Q6_KRows, block_q8_K>;
-        t.q4_1_q8_1_rows = dot_rows<Q4_1Rows, block_q8_1>;
-        t.q5_0_q8_0_rows = dot_rows<Q5_0Rows, block_q8_0>;
-        t.q5_1_q8_1_rows = dot_rows<Q5_1Rows, block_q8_1>;
-        t.q8_0_q8_0_rows = dot_rows<Q8_0Rows, block_q8_0>;
         return t;
     }();
     return &table;
