@@ -297,6 +297,33 @@ void rope_py(const py::object &x_obj, const py::object &pos_obj, int64_t n_rot, 
     rope(xp, pp, m, n_head, hd, n_rot, freq_base, freq_scale, ffp, attn_factor, neox);
 }
 
+void rope_cache_py(const py::object &x_obj, const py::object &pos_obj, const py::object &cos_obj,
+                   const py::object &sin_obj, int64_t n_rot, bool neox) {
+    auto x = checked<float>(x_obj, "x", 3, true);
+    auto pos = checked<int32_t>(pos_obj, "positions", 1);
+    auto cos_t = checked<float>(cos_obj, "cos", 2);
+    auto sin_t = checked<float>(sin_obj, "sin", 2);
+    const int64_t m = x.shape(0), n_head = x.shape(1), hd = x.shape(2);
+    expect_shape(pos, "positions", {m});
+    if (n_rot <= 0 || n_rot > hd || n_rot % 2 != 0)
+        throw py::value_error("n_rot must be even and in [2, head_dim=" + std::to_string(hd) +
+                              "], got " + std::to_string(n_rot));
+    const int64_t n_pos = cos_t.shape(0);
+    expect_shape(cos_t, "cos", {n_pos, n_rot / 2});
+    expect_shape(sin_t, "sin", {n_pos, n_rot / 2});
+    const int32_t *pp = static_cast<const int32_t *>(pos.data());
+    for (int64_t r = 0; r < m; ++r)
+        if (pp[r] < 0 || pp[r] >= n_pos)
+            throw py::value_error("position " + std::to_string(pp[r]) +
+                                  " is outside the rotary tables [0, " + std::to_string(n_pos) +
+                                  ")");
+    float *xp = static_cast<float *>(x.mutable_data());
+    const float *cp = static_cast<const float *>(cos_t.data());
+    const float *sp = static_cast<const float *>(sin_t.data());
+    py::gil_scoped_release release;
+    rope_cache(xp, pp, m, n_head, hd, n_rot, cp, sp, neox);
+}
+
 void softmax_py(const py::object &x_obj) {
     auto x = checked<float>(x_obj, "x", 2, true);
     float *xp = static_cast<float *>(x.mutable_data());
@@ -392,6 +419,33 @@ py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj
         attention(qp, static_cast<const ggml_half *>(kc.data()),
                   static_cast<const ggml_half *>(vc.data()), m, n_head, n_kv_head, hd, n_ctx, pos0,
                   scale, window, op);
+    return out;
+}
+
+py::array_t<float> attention_f32_py(const py::object &q_obj, const py::object &k_obj,
+                                    const py::object &v_obj, int64_t pos0, float scale,
+                                    int64_t window) {
+    auto q = checked<float>(q_obj, "q", 3);
+    auto kc = checked<float>(k_obj, "k_cache_t", 3);
+    auto vc = checked<float>(v_obj, "v_cache", 3);
+    const int64_t m = q.shape(0), n_head = q.shape(1), hd = q.shape(2);
+    const int64_t n_kv_head = kc.shape(0), n_ctx = kc.shape(2);
+    expect_shape(kc, "k_cache_t", {n_kv_head, hd, n_ctx});
+    expect_shape(vc, "v_cache", {n_kv_head, n_ctx, hd});
+    if (n_kv_head <= 0 || n_head % n_kv_head != 0)
+        throw py::value_error("n_head=" + std::to_string(n_head) +
+                              " is not a multiple of n_kv_head=" + std::to_string(n_kv_head));
+    if (pos0 < 0 || m > n_ctx || pos0 > n_ctx - m)
+        throw py::value_error(std::to_string(m) + " queries at position " + std::to_string(pos0) +
+                              " do not fit the cache of " + std::to_string(n_ctx));
+    if (window < 0) throw py::value_error("window must be >= 0");
+    py::array_t<float> out({(py::ssize_t)m, (py::ssize_t)n_head, (py::ssize_t)hd});
+    if (m == 0) return out;
+    const float *qp = static_cast<const float *>(q.data());
+    float *op = out.mutable_data();
+    py::gil_scoped_release release;
+    attention_f32(qp, static_cast<const float *>(kc.data()), static_cast<const float *>(vc.data()),
+                  m, n_head, n_kv_head, hd, n_ctx, pos0, scale, window, op);
     return out;
 }
 
@@ -604,6 +658,10 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.def("rope", &rope_py, py::arg("x"), py::arg("positions"), py::arg("n_rot"),
             py::arg("freq_base"), py::arg("neox"), py::arg("freq_factors") = py::none(),
             py::arg("freq_scale") = 1.0f, py::arg("attn_factor") = 1.0f);
+    mod.def("attention_f32", &attention_f32_py, py::arg("q"), py::arg("k_cache_t"),
+            py::arg("v_cache"), py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
+    mod.def("rope_cache", &rope_cache_py, py::arg("x"), py::arg("positions"), py::arg("cos"),
+            py::arg("sin"), py::arg("n_rot"), py::arg("neox"));
     mod.def("softmax", &softmax_py, py::arg("x"));
     mod.def("swiglu", &swiglu_py, py::arg("x"));
     mod.def("silu_mul", &silu_mul_py, py::arg("gate"), py::arg("up"));

@@ -53,7 +53,7 @@ def run_bench(
     reps: int,
     threads: int | None,
     n_ctx: int | None = None,
-    kv_type: str = "f16",
+    kv_type: str | None = None,
 ) -> BenchResult:
     import phirt
     from phirt import _kernels as K
@@ -131,6 +131,11 @@ def add_bench_subcommand(sub: Any) -> None:
     p.add_argument("--reps", type=int, default=3, help="repetitions after a warm-up (default 3)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--ctx", type=int, default=None, help="context size (default pp + tg)")
-    p.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16", help="KV cache type")
+    p.add_argument(
+        "--kv-type",
+        choices=["f16", "q8_0", "f32"],
+        default=None,
+        help="KV cache type (default: the format's own, f16 GGUF / f32 ONNX)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bench)

@@ -20,9 +20,10 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx", type=int, default=None, help="context size in tokens (KV cache)")
     p.add_argument(
         "--kv-type",
-        choices=["f16", "q8_0"],
-        default="f16",
-        help="KV cache type: q8_0 halves its memory and long-context reads (default f16)",
+        choices=["f16", "q8_0", "f32"],
+        default=None,
+        help="KV cache type (default: f16 for GGUF as llama.cpp, f32 for ONNX as onnxruntime); "
+        "q8_0 halves f16's memory and long-context reads",
     )
     p.add_argument("--device", default="auto", help="auto or cpu (default: auto)")
     p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")

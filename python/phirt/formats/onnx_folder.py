@@ -273,9 +273,10 @@ class OnnxFolder:
         return _External(file, offset, length)
 
     def _inside(self, name: str, referrer: str) -> str:
-        """A file name from the folder's own files, which must stay inside the folder."""
-        root = os.path.realpath(self.path)
-        path = os.path.realpath(os.path.join(root, name))
+        """A file name from the folder's own files, which must name a file inside the folder
+        (the name is checked, not where a symlink points: Hugging Face's cache links its files)."""
+        root = os.path.normpath(os.path.abspath(self.path))
+        path = os.path.normpath(os.path.join(root, name))
         if os.path.isabs(name) or os.path.commonpath([root, path]) != root:
             raise FormatError(f"refers to '{name}', outside the folder", referrer)
         return path
