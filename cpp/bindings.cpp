@@ -372,6 +372,18 @@ py::array_t<float> gelu_py(const py::object &x_obj) {
     return y;
 }
 
+py::array_t<float> gelu_tanh_py(const py::object &x_obj) {
+    auto x = checked<float>(x_obj, "x", -1);
+    std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+    py::array_t<float> y(shape);
+    const float *xp = static_cast<const float *>(x.data());
+    float *yp = y.mutable_data();
+    const int64_t n = x.size();
+    py::gil_scoped_release release;
+    gelu_tanh(xp, n, yp);
+    return y;
+}
+
 // A uint8 cache holds Q8_0 rows (attn_q8.h): hd / 32 blocks of 34 bytes; float16 holds hd values.
 bool is_q8_cache(const py::handle &obj) {
     return py::isinstance<py::array>(obj) &&
@@ -666,6 +678,7 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.def("swiglu", &swiglu_py, py::arg("x"));
     mod.def("silu_mul", &silu_mul_py, py::arg("gate"), py::arg("up"));
     mod.def("gelu", &gelu_py, py::arg("x"));
+    mod.def("gelu_tanh", &gelu_tanh_py, py::arg("x"));
     mod.def("attention", &attention_py, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
             py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
     mod.def("kv_store", &kv_store_py, py::arg("cache"), py::arg("x"), py::arg("pos0"),

@@ -214,6 +214,15 @@ void gelu(const float *x, int64_t n, float *y) {
     }
 }
 
+void gelu_tanh(const float *x, int64_t n, float *y) {
+    const float alpha = 0.7978845608028654f;  // sqrt(2 / pi)
+    const float gamma = 0.044715f;
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        y[i] = 0.5f * v * (1.0f + std::tanh(alpha * (v + gamma * v * v * v)));
+    }
+}
+
 void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cache, int64_t m,
                int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
                float scale, int64_t window, float *out) {

@@ -50,6 +50,10 @@ void kv_store_q8(const float *x, int64_t m, int64_t n_head, int64_t hd, block_q8
 // GELU (tanh form) through ggml's f16 table: y = f16(gelu(f16(x))) for |x| < 10.
 void gelu(const float *x, int64_t n, float *y);
 
+// GELU (tanh form) in float32 without ggml's f16 table, as onnxruntime's Gelu(approximate="tanh")
+// and FastGelu compute it: y = 0.5·x·(1 + tanh(sqrt(2/pi)·(x + 0.044715·x³))).
+void gelu_tanh(const float *x, int64_t n, float *y);
+
 // Causal attention over an f16 KV cache.
 //   q (m, n_head, hd) f32; k_cache, v_cache (n_kv_head, n_ctx, hd) f16; out (m, n_head, hd).
 //   Query i is at position pos0 + i and sees keys [max(0, p - window + 1), p] (window 0: all).

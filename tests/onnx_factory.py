@@ -21,12 +21,13 @@ size 64; and it reads the tokenizer with AutoTokenizer, so each checkpoint carri
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -119,14 +120,15 @@ SPECS: dict[str, OnnxSpec] = {
         ),
     ),
     # Phi-3-mini-128k / Phi-3.5-mini: LongRoPE with short and long caches; the config's sliding
-    # window does not reach this graph (no layer_types). Block 128, zero points, float activations.
+    # window does not reach this graph (no layer_types), only genai_config.json. Block 128, zero
+    # points, float activations.
     "phi3_longrope": OnnxSpec(
         "phi3_longrope",
         "Phi3ForCausalLM",
         _phi3_config(
             max_position_embeddings=4 * LONGROPE_ORIGINAL,
             original_max_position_embeddings=LONGROPE_ORIGINAL,
-            sliding_window=16,
+            sliding_window=262144,  # as Phi-3-mini-128k's config: never reaches the graph
             rope_parameters={
                 "rope_type": "longrope",
                 "type": "longrope",
@@ -304,8 +306,9 @@ def write_checkpoint(spec: OnnxSpec, out: Path, tokenizer_dir: Path) -> Path:
 # -- the builder -------------------------------------------------------------------------------
 
 
-def run_builder(spec: OnnxSpec, hf_dir: Path, out: Path, cache: Path) -> None:
-    cmd = [
+def builder_command(spec: OnnxSpec, hf_dir: Path, out: Path, cache: Path) -> list[str]:
+    """The command line a user runs: python -m onnxruntime_genai.models.builder ..."""
+    return [
         sys.executable,
         "-m",
         "onnxruntime_genai.models.builder",
@@ -317,11 +320,50 @@ def run_builder(spec: OnnxSpec, hf_dir: Path, out: Path, cache: Path) -> None:
         "-c", str(cache),
         "--extra_options", *spec.builder_options(),
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr)[-4000:]
-        raise RuntimeError(f"the ORT GenAI builder failed for {spec.name}:\n{tail}")
+
+
+def run_builder(spec: OnnxSpec, hf_dir: Path, out: Path, cache: Path) -> None:
+    """The builder's command line (builder_command), run in this process: what its __main__
+    does, without importing torch and transformers again per folder (~6 s of CPU each)."""
+    from onnxruntime_genai.models import builder
+
+    argv = builder_command(spec, hf_dir, out, cache)[3:]
+    saved_argv, log = sys.argv, io.StringIO()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        sys.argv = ["builder", *argv]
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            args = builder.get_args()
+            options = builder.parse_extra_options(
+                args.model_name,
+                args.input,
+                args.output,
+                args.precision,
+                args.execution_provider,
+                args.cache_dir,
+                args.extra_options,
+                builder_config_version=args.builder_config_version,
+                target_options=args.target_options,
+                drafter_options=args.drafter_options,
+                speculative_options=args.speculative_options,
+                runtime_config=args.runtime_config,
+                search=args.search,
+            )
+            builder.create_model(
+                args.model_name,
+                args.input,
+                args.output,
+                args.precision,
+                args.execution_provider,
+                args.cache_dir,
+                **options,
+            )
+    except (Exception, SystemExit) as exc:
+        tail = log.getvalue()[-4000:]
+        raise RuntimeError(f"the ORT GenAI builder failed for {spec.name}: {exc}\n{tail}") from exc
+    finally:
+        sys.argv = saved_argv
 
 
 def build(spec: OnnxSpec, root: Path, tokenizer_dir: Path) -> Path:
@@ -380,6 +422,7 @@ __all__ = [
     "has_builder",
     "make_tokenizer_files",
     "requires_builder",
+    "builder_command",
     "run_builder",
     "write_checkpoint",
 ]

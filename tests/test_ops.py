@@ -477,3 +477,14 @@ def test_attention_f32_matches_the_f16_kernel_on_f16_values() -> None:
     np.testing.assert_allclose(f32, f16, atol=2e-3)
     with pytest.raises(ValueError, match="k_cache_t"):
         K.attention_f32(q, kc.astype(np.float32), vc.astype(np.float32), 5, 0.2, 0)
+
+
+def test_gelu_tanh_is_the_float32_formula() -> None:
+    """onnxruntime's Gelu(approximate="tanh") / FastGelu in float32, without ggml's f16 table."""
+    x = np.linspace(-12, 12, 20001, dtype=np.float32)
+    x64 = x.astype(np.float64)
+    want = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
+    got = K.gelu_tanh(x)
+    assert got.shape == x.shape and got.dtype == np.float32
+    assert_within(got, want, 16 * U * (np.abs(x64) + np.abs(want)) + 1e-37, "gelu_tanh")
+    assert np.abs(got - K.gelu(x)).max() > 1e-4  # not the table

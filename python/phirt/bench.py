@@ -125,7 +125,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_subcommand(sub: Any) -> None:
     p = sub.add_parser("bench", help="measure prefill and decode speed")
-    p.add_argument("model", help="path to a GGUF file, or a known model name (smollm2)")
+    p.add_argument(
+        "model", help="GGUF file, ONNX Runtime GenAI folder, or a known model name (smollm2)"
+    )
     p.add_argument("--pp", type=int, default=512, help="prompt tokens (default 512)")
     p.add_argument("--tg", type=int, default=128, help="generated tokens (default 128)")
     p.add_argument("--reps", type=int, default=3, help="repetitions after a warm-up (default 3)")

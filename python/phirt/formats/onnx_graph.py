@@ -21,7 +21,8 @@ What the builder (0.18, -e cpu) emits, and where each part goes:
   and q/k rows are put into GGUF's rotary order (llama.cpp's converter permutation). Rows of a
   MatMulNBits weight are independent, so all of this is lossless.
 - GroupQueryAttention: num_heads, kv_num_heads, scale (must be 1/sqrt(head_size)), softcap (0),
-  local_window_size (onnxruntime attends local_window_size + 1 keys: the GGUF window is that),
+  local_window_size (onnxruntime 1.32 attends that many keys, the query's own included: the GGUF
+  window, which counts the same way),
   do_rotary with the graph's cos_cache / sin_cache, used as they are (rope_cos/rope_sin tensors).
   LongRoPE graphs choose between two cache pairs with If(Greater(total length, original)): the
   pairs become rope_cos/rope_sin and rope_cos_long/rope_sin_long, the constant the original
@@ -334,9 +335,10 @@ class _Builder:
         self.put("attention.head_count", n_head)
         self.put("attention.head_count_kv", n_head_kv)
         if self.arch == "phi3":
-            # onnxruntime's CPU kernel attends keys [p - local_window_size, p]: one more than the
-            # window; phirt's window counts the keys a query sees
-            self.put("attention.sliding_window", window + 1 if window > 0 else 0)
+            # a query at p sees keys [p - window + 1, p] in onnxruntime 1.32 (measured against
+            # onnxruntime-genai, prefill and decode, with and without sliding_window_cache), as in
+            # phirt
+            self.put("attention.sliding_window", max(window, 0))
         elif window > 0:
             m.fail(first, f"has local_window_size={window}; phirt has no window for {self.arch}")
         if not a.get("do_rotary"):

@@ -21,6 +21,7 @@ from phirt.errors import FormatError
 from phirt.formats.hf_tokenizer import strip_metadata, tokenizer_metadata
 from phirt.formats.onnx_folder import CONFIG_NAME, OnnxFolder
 from phirt.formats.onnx_graph import OnnxTensor, map_graph
+from phirt.formats.source import NUMERICS_KEY
 from phirt.tokenizer import EOG_IDS_KEY, LSTRIP_KEY, RSTRIP_KEY
 
 __all__ = ["OnnxSource"]
@@ -72,7 +73,49 @@ class OnnxSource:
             meta.setdefault("tokenizer.ggml.eos_token_id", eos_ids[0])
             meta[EOG_IDS_KEY] = eos_ids
         meta["tokenizer.ggml.add_bos_token"] = False  # what onnxruntime-genai's tokenizer feeds
+        meta[NUMERICS_KEY] = "onnxruntime"  # float32 GELU, as the graph's Gelu / FastGelu
         return meta
+
+
+def describe(source: OnnxSource) -> list[tuple[str, Any]]:
+    """What ``phirt info`` prints about a folder: (label, value) rows."""
+    from collections import Counter
+
+    folder = source.folder
+    files = [os.path.join(folder.path, f) for f in sorted(os.listdir(folder.path))]
+    size = sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+    ops = Counter(n.op_type for n in folder.graph.node)
+    nbits = Counter()
+    for n in folder.graph.node:
+        if n.op_type == "MatMulNBits":
+            a = {x.name: x.i for x in n.attribute}
+            zp = ", zero points" if len(n.input) > 3 and n.input[3] else ""
+            nbits[
+                f"{a.get('bits', 4)}-bit block {a.get('block_size')}, accuracy level "
+                f"{a.get('accuracy_level', 0)}{zp}"
+            ] += 1
+    meta, arch = source.metadata, source.arch
+    tokens = meta.get("tokenizer.ggml.tokens")
+    window = meta.get(f"{arch}.attention.sliding_window")
+    rows: list[tuple[str, Any]] = [
+        ("folder", f"{folder.path} ({size / 1e6:.1f} MB in {len(files)} files)"),
+        ("format", f"ONNX Runtime GenAI folder ({os.path.basename(folder.model_path)})"),
+        ("model type", folder.model_type),
+        ("architecture", arch),
+        ("operators", ", ".join(f"{op} x{c}" for op, c in ops.most_common())),
+        ("MatMulNBits", "; ".join(f"{k} x{c}" for k, c in nbits.items()) or None),
+        ("context length", meta.get(f"{arch}.context_length")),
+        ("layers", meta.get(f"{arch}.block_count")),
+        ("embedding length", meta.get(f"{arch}.embedding_length")),
+        ("heads", f"{meta.get(f'{arch}.attention.head_count')} "
+                  f"(kv {meta.get(f'{arch}.attention.head_count_kv')})"),
+        ("sliding window", window or None),
+        ("LongRoPE switch", meta.get(f"{arch}.rope.scaling.original_context_length")),
+        ("tokenizer", meta.get("tokenizer.ggml.model")),
+        ("vocabulary", len(tokens) if isinstance(tokens, list) else None),
+        ("chat template", "yes" if meta.get("tokenizer.chat_template") else "no"),
+    ]  # fmt: skip
+    return [(k, v) for k, v in rows if v is not None]
 
 
 def _checked(value: Any, n_vocab: int, key: str, path: str) -> int:

@@ -28,7 +28,11 @@ import numpy as np
 
 from phirt import _kernels as K
 
-__all__ = ["GGMLMatrix", "KernelMatrix", "ModelSource", "SourceTensor"]
+__all__ = ["NUMERICS_KEY", "GGMLMatrix", "KernelMatrix", "ModelSource", "SourceTensor"]
+
+# Metadata a source may add beyond GGUF's keys: whose arithmetic its own runtime uses where phirt
+# has a choice ("ggml", the default, or "onnxruntime"; models/common.py DecoderConfig.numerics).
+NUMERICS_KEY = "phirt.numerics"
 
 
 @runtime_checkable

@@ -19,6 +19,7 @@ import numpy as np
 
 from phirt import _kernels as K
 from phirt.errors import FormatError, UnsupportedError
+from phirt.formats.source import NUMERICS_KEY
 
 
 @dataclass
@@ -42,6 +43,9 @@ class DecoderConfig:
     rope_neox: bool = True
     rope_original_ctx: int = 0  # LongRoPE switch point (0: none)
     sliding_window: int = 0  # 0: full attention
+    # whose arithmetic the model's own runtime uses where phirt has a choice: "ggml" (llama.cpp:
+    # GELU through an f16 table) or "onnxruntime" (float32 GELU); set by the source (NUMERICS_KEY)
+    numerics: str = "ggml"
 
     @property
     def n_embd_q(self) -> int:
@@ -100,6 +104,7 @@ def read_decoder_config(
         rope_base=float(get("rope.freq_base", 10000.0)),
         rope_freq_scale=freq_scale,
         rope_attn_factor=float(get("rope.scaling.attn_factor", 1.0)),
+        numerics=str(meta.get(NUMERICS_KEY, "ggml")),
         rope_original_ctx=int(get("rope.scaling.original_context_length", 0)),
         **fields,
     )

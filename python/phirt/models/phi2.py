@@ -68,6 +68,7 @@ class Phi2:
             if not (fused or separate):
                 raise FormatError(f"layer {i} has neither attn_qkv nor attn_q/k/v", source.path)
         self.attention = SelfAttention(cfg, q_prescale=True, weights=self.w)
+        self.gelu = K.gelu_tanh if cfg.numerics == "onnxruntime" else K.gelu
 
     def _qkv(self, h: np.ndarray, lw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cfg = self.cfg
@@ -91,7 +92,7 @@ class Phi2:
             q, k, v = self._qkv(h, lw)
             a = self.attention(q, k, v, positions, cache, i)
             a = linear(a, lw["attn_output.weight"], lw["attn_output.bias"])
-            f = K.gelu(linear(h, lw["ffn_up.weight"], lw["ffn_up.bias"]))
+            f = self.gelu(linear(h, lw["ffn_up.weight"], lw["ffn_up.bias"]))
             a += linear(f, lw["ffn_down.weight"], lw["ffn_down.bias"])
             x += a
         return K.layer_norm(x, w["output_norm.weight"], w["output_norm.bias"], cfg.norm_eps)
