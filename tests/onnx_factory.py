@@ -66,6 +66,7 @@ class OnnxSpec:
     symmetric: bool = True
     accuracy_level: int = 4
     options: tuple[tuple[str, str], ...] = field(default=())  # more builder extra_options
+    ep: str = "cpu"  # builder -e: "dml" gives float16 graphs with separate RotaryEmbedding nodes
     seed: int = 0
 
     @property
@@ -171,6 +172,27 @@ SPECS: dict[str, OnnxSpec] = {
         ),
     ),
     # Phi-4: GQA, full rotary, rope_theta 250000, no window; 8-bit weights
+    # The LongRoPE checkpoint built for DirectML: float16 activations, separate q/k/v projections
+    # and RotaryEmbedding nodes reading position_ids, LongRoPE as one [short; long] cache indexed
+    # by shifted positions. Its provider options are dropped so onnxruntime-genai runs it on CPU.
+    "phi3_longrope_dml": OnnxSpec(
+        "phi3_longrope_dml",
+        "Phi3ForCausalLM",
+        _phi3_config(
+            max_position_embeddings=4 * LONGROPE_ORIGINAL,
+            original_max_position_embeddings=LONGROPE_ORIGINAL,
+            sliding_window=262144,
+            rope_parameters={
+                "rope_type": "longrope",
+                "type": "longrope",
+                "rope_theta": 10000.0,
+                "short_factor": [1.0 + 0.25 * (i / 7) ** 2 for i in range(16)],
+                "long_factor": [float(x) for x in np.geomspace(1.0, 16.0, 16)],
+            },
+        ),
+        accuracy_level=0,  # the builder's default for DirectML
+        ep="dml",
+    ),
     "phi4": OnnxSpec(
         "phi4",
         "Phi3ForCausalLM",
@@ -316,7 +338,7 @@ def builder_command(spec: OnnxSpec, hf_dir: Path, out: Path, cache: Path) -> lis
         "-i", str(hf_dir),
         "-o", str(out),
         "-p", spec.precision,
-        "-e", "cpu",
+        "-e", spec.ep,
         "-c", str(cache),
         "--extra_options", *spec.builder_options(),
     ]  # fmt: skip
@@ -375,6 +397,11 @@ def build(spec: OnnxSpec, root: Path, tokenizer_dir: Path) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     hf_dir = write_checkpoint(spec, work / "hf", tokenizer_dir)
     run_builder(spec, hf_dir, work / "onnx", work / "cache")
+    if spec.ep != "cpu":  # run it on the CPU: no execution provider options
+        cfg_path = work / "onnx" / "genai_config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["model"]["decoder"]["session_options"]["provider_options"] = []
+        cfg_path.write_text(json.dumps(cfg, indent=4), encoding="utf-8")
     (work / "onnx").replace(folder)  # atomic: a half-built folder never has the final name
     shutil.rmtree(work, ignore_errors=True)
     return folder

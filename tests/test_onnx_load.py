@@ -14,7 +14,10 @@ At accuracy level 4 activations are rounded to int8 per block, and a last-place 
 push one code across a rounding boundary: that moves a projection output by about one activation
 step (amax/127 of its block) times the weights it meets, which on these models reaches a few
 tenths of a logit at a handful of positions. There logits must agree to ATOL_INT8 = 0.05 of the
-row's logit range, and on average to 1/20 of that. Greedy tokens must be identical, except that
+row's logit range, and on average to 1/20 of that. The DirectML folder computes every activation
+in float16 in onnxruntime (a relative rounding of 2^-11 at each op) and in float32 in phirt: there
+logits must agree to ATOL_HALF = 0.01 of the row's range (measured: at most 0.003). Greedy tokens
+must be identical, except that
 at the first difference onnxruntime-genai's own top-2 margin is inside the tolerance and phirt
 chose its runner-up (greedy.py).
 """
@@ -37,12 +40,14 @@ pytest.importorskip("onnxruntime_genai")
 
 ATOL_FLOAT = 1e-3  # accuracy level 0: float arithmetic on both sides
 ATOL_INT8 = 0.05  # accuracy level 4: fraction of a row's logit range (int8 rounding flips)
+ATOL_HALF = 0.01  # float16 activations in onnxruntime: fraction of a row's logit range
 
 # name -> (prompt length, greedy steps): long enough to pass twice the sliding window (32), and
 # to cross the LongRoPE switch (64) while decoding
 CASES = {
     "phi3": (40, 40),
     "phi3_longrope": (40, 40),
+    "phi3_longrope_dml": (40, 40),
     "phi4_mini": (40, 40),
     "phi4": (24, 16),
     "phi2": (24, 16),
@@ -57,9 +62,12 @@ def prompt(n: int, seed: int) -> list[int]:
 
 def tolerance(name: str, ref: np.ndarray) -> np.ndarray:
     """Per-row absolute tolerance for logits rows ``ref``."""
+    spread = ref.max(axis=-1) - ref.min(axis=-1)
+    if SPECS[name].ep == "dml":
+        return ATOL_HALF * spread
     if SPECS[name].accuracy_level == 0:
         return np.full(ref.shape[0], ATOL_FLOAT)
-    return ATOL_INT8 * (ref.max(axis=-1) - ref.min(axis=-1))
+    return ATOL_INT8 * spread
 
 
 def assert_logits_close(name: str, got: np.ndarray, ref: np.ndarray, what: str) -> None:
@@ -69,7 +77,8 @@ def assert_logits_close(name: str, got: np.ndarray, ref: np.ndarray, what: str) 
     assert np.all(err <= tol), (
         f"{name} {what}: position {worst} differs by {err[worst]:.4g} (tolerance {tol[worst]:.4g})"
     )
-    if len(err) >= 8:  # flips are rare: most positions agree to the last bits
+    rounding_flips = SPECS[name].accuracy_level == 4  # rare: most positions agree to the last bits
+    if rounding_flips and len(err) >= 8:
         assert err.mean() <= tol.mean() / 20, f"{name} {what}: mean difference {err.mean():.4g}"
 
 
@@ -145,6 +154,12 @@ def test_architectures_and_variants_map_as_expected(folders: dict[str, Path]) ->
     assert llama.model.layers[0]["attn_q.weight"].w.block_size == 16
     lr = engine("phi3_longrope").model.layers[0]["attn_qkv.weight"].w
     assert (lr.block_size, lr.has_zero_points, lr.accuracy_level) == (128, True, 0)
+    dml = engine("phi3_longrope_dml")  # separate q/k/v + RotaryEmbedding, one shifted cache
+    w = dml.model.layers[0]["attn_qkv.weight"]
+    assert (w.n, w.k) == (384, 128)
+    assert dml.config.rope_original_ctx == LONGROPE_ORIGINAL
+    assert dml.model.w["rope_cos.weight"].shape == (LONGROPE_ORIGINAL, 16)
+    assert dml.model.w["rope_cos_long.weight"].shape == (4 * LONGROPE_ORIGINAL, 16)
 
 
 def test_kv_type_can_be_chosen(folders: dict[str, Path]) -> None:

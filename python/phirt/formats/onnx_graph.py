@@ -76,6 +76,7 @@ _NODE_ROLES: list[tuple[re.Pattern[str], str, frozenset[str]]] = [
         (_L + r"attn/(?P<p>qkv|q|k|v|o)_proj/MatMul\w*$", "{p}", _MATMULS),
         (_L + r"attn/(?P<p>qkv|q|k|v|o)_proj/Add$", "{p}_bias", {"Add"}),
         (_L + r"attn/GroupQueryAttention$", "attention", {"GroupQueryAttention"}),
+        (_L + r"attn/(?P<p>q|k)_rotary/RotaryEmbedding$", "{p}_rotary", {"RotaryEmbedding"}),
         (_L + r"mlp/(?P<p>gate|up|down)_proj/MatMul\w*$", "{p}", _MATMULS),
         (_L + r"mlp/(?P<p>gate|up|down)_proj/Add$", "{p}_bias", {"Add"}),
         (_L + r"mlp/(?P<p>fc1|fc2)/MatMul\w*$", "{p}", _MATMULS),
@@ -89,6 +90,12 @@ _NODE_ROLES: list[tuple[re.Pattern[str], str, frozenset[str]]] = [
         (r"/lm_head/Add$", "lm_head_bias", {"Add"}),
         (r"/model/rope_caches_subgraph/Greater$", "rope_switch", {"Greater"}),
         (r"/model/rope_caches_subgraph/If$", "rope_if", {"If"}),
+        # LongRoPE with one concatenated [short; long] cache: positions shifted into the long part
+        (r"/model/pos_ids_reformat/ReduceMax$", "pos_max", {"ReduceMax"}),
+        (r"/model/pos_ids_reformat/GreaterOrEqual$", "pos_switch", {"GreaterOrEqual"}),
+        (r"/model/pos_ids_reformat/Cast$", "pos_cast", {"Cast"}),
+        (r"/model/pos_ids_reformat/Mul$", "pos_mul", {"Mul"}),
+        (r"/model/pos_ids_reformat/Add_1$", "pos_add", {"Add"}),
         # bookkeeping for onnxruntime's own inputs (sequence lengths from attention_mask)
         (r"/model/attn_mask_reformat/.+", "plumbing", {"ReduceSum", "Sub", "Cast", "Shape", "Gather"}),
         (r"/model/constant_nodes/.+", "plumbing", {"Constant"}),
@@ -96,6 +103,7 @@ _NODE_ROLES: list[tuple[re.Pattern[str], str, frozenset[str]]] = [
 ]  # fmt: skip
 _MS_OPS = frozenset(
     {
+        "RotaryEmbedding",
         "MatMulNBits",
         "GatherBlockQuantized",
         "GroupQueryAttention",
@@ -341,23 +349,35 @@ class _Builder:
             self.put("attention.sliding_window", max(window, 0))
         elif window > 0:
             m.fail(first, f"has local_window_size={window}; phirt has no window for {self.arch}")
-        if not a.get("do_rotary"):
-            m.fail(first, "applies no rotary embedding (do_rotary=0); phirt maps only fused rotary")
-        self._rope_tables(first)
+        if a.get("do_rotary"):
+            self._rope_tables(first, 7)
+        else:  # RotaryEmbedding nodes before the attention (DirectML builds, older builders)
+            rotary = m.layers[0].get("q_rotary")
+            if rotary is None:
+                m.fail(first, "has no rotary embedding (do_rotary=0 and no RotaryEmbedding)")
+            assert rotary is not None
+            self._rope_tables(rotary, 2)
 
-    def _rope_tables(self, gqa: _Node) -> None:
-        """cos_cache / sin_cache (GQA inputs 7, 8): initializers, or the two pairs an If picks."""
+    def _rope_tables(self, user: _Node, at: int) -> None:
+        """The cos / sin caches ``user`` reads at inputs ``at``, ``at + 1`` (GroupQueryAttention
+        7, 8; RotaryEmbedding 2, 3): initializers, the two pairs an If picks, or a concatenated
+        [short; long] pair that RotaryEmbedding indexes with shifted positions."""
         m = self.m
-        cos_name, sin_name = gqa.input(7), gqa.input(8)
-        for layer in m.layers:
-            g = layer["attention"]
-            if (g.input(7), g.input(8)) != (cos_name, sin_name):
-                m.fail(g, "uses other rotary caches than layer 0")
+        cos_name, sin_name = user.input(at), user.input(at + 1)
+        users = [layer.get(user.role) for layer in m.layers]
+        users += [layer.get("k_rotary") for layer in m.layers] if user.role == "q_rotary" else []
+        for u in users:
+            if u is None or (u.input(at), u.input(at + 1)) != (cos_name, sin_name):
+                m.fail(u or user, "uses other rotary caches than layer 0")
         if cos_name in m.f.initializers and sin_name in m.f.initializers:
-            short = (m.initializer(gqa, 7), m.initializer(gqa, 8))
-            self._put_tables("", *short, gqa)
-            self.table_rows = short[0].shape[0]
+            cos, sin = m.initializer(user, at), m.initializer(user, at + 1)
+            if user.op == "RotaryEmbedding" and user.input(1) != "position_ids":
+                self._shifted_tables(user, cos, sin)
+                return
+            self._put_tables("", cos, sin, user)
+            self.table_rows = cos.shape[0]
             return
+        gqa = user
         if_node = m.globals.get("rope_if")
         switch = m.globals.get("rope_switch")
         if (
@@ -385,6 +405,31 @@ class _Builder:
         self.put("rope.scaling.original_context_length", original)
         self.table_rows = then_pair[0].shape[0]
 
+    def _shifted_tables(self, rotary: _Node, cos: np.ndarray, sin: np.ndarray) -> None:
+        """position_ids + original · (max(position_ids) >= original) into [short; long] caches:
+        the short pair for calls that stay below ``original``, the long one past it."""
+        m = self.m
+        roles = ("pos_max", "pos_switch", "pos_cast", "pos_mul", "pos_add")
+        nodes = [m.globals.get(r) for r in roles]
+        if any(n is None for n in nodes):
+            m.fail(rotary, "reads positions that are neither position_ids nor the LongRoPE shift")
+        pmax, switch, cast, mul, add = nodes  # type: ignore[misc]
+        if pmax.input(0) != "position_ids" or rotary.input(1) != add.output():
+            m.fail(rotary, "reads positions that are neither position_ids nor the LongRoPE shift")
+        m.from_(switch, 0, pmax)
+        m.from_(cast, 0, switch)
+        original = self._constant(switch.input(1), switch)
+        if sorted(mul.proto.input) != sorted([cast.output(), switch.input(1)]):
+            m.fail(mul, "does not scale the switch by the original context length")
+        if sorted(add.proto.input) != sorted([mul.output(), "position_ids"]):
+            m.fail(add, "does not shift position_ids")
+        if not 0 < original < cos.shape[0]:
+            m.fail(switch, f"switches at {original} in a cache of {cos.shape[0]} rows")
+        self._put_tables("", cos[:original], sin[:original], rotary)
+        self._put_tables("_long", cos[original:], sin[original:], rotary)
+        self.put("rope.scaling.original_context_length", original)
+        self.table_rows = cos.shape[0] - original
+
     def _constant(self, name: str, user: _Node) -> int:
         node = self.m.producer.get(name)
         value = node.attrs.get("value") if node is not None and node.op == "Constant" else None
@@ -408,7 +453,7 @@ class _Builder:
         return consts[outs[0]], consts[outs[1]]
 
     def _put_tables(self, suffix: str, cos: np.ndarray, sin: np.ndarray, node: _Node) -> None:
-        if cos.ndim != 2 or cos.shape != sin.shape or cos.dtype != np.float32:
+        if cos.ndim != 2 or cos.shape != sin.shape or cos.dtype not in (np.float32, np.float16):
             self.m.fail(node, f"has rotary caches {cos.shape} {cos.dtype} / {sin.shape}")
         n_rot = 2 * cos.shape[1]
         if n_rot > self.head_dim:
@@ -584,7 +629,15 @@ class _Builder:
             qkv = [layer["q"], layer["k"], layer["v"]]
             for j, proj in enumerate(qkv):
                 m.from_(proj, 0, norm)
-                m.from_(gqa, j, self.m.output_of(layer, proj.role))
+                rotary = layer.get(f"{proj.role}_rotary")
+                if rotary is not None:
+                    self._check_rotary(rotary)
+                    m.from_(rotary, 0, self.m.output_of(layer, proj.role))
+                    m.from_(gqa, j, rotary)
+                else:
+                    m.from_(gqa, j, self.m.output_of(layer, proj.role))
+            if not gqa.attrs.get("do_rotary") and not ("q_rotary" in layer and "k_rotary" in layer):
+                m.fail(gqa, "has no rotary embedding for q and k")
         else:
             raise UnsupportedError(f"layer {i} has neither qkv_proj nor q/k/v_proj", m.path)
         m.from_(layer["o"], 0, gqa)
@@ -608,6 +661,20 @@ class _Builder:
         if o.shape != (self.n_embd, nq):
             m.fail(layer["o"], f"has a {o.shape} matrix, expected {(self.n_embd, nq)}")
         self._bias(f"{p}attn_output.bias", [layer["o"]], layer)
+
+    def _check_rotary(self, node: _Node) -> None:
+        """RotaryEmbedding as the forward pass applies rope: rotate-half pairs over the tables'
+        width, positions from the graph's position_ids (or the LongRoPE shift of them)."""
+        a = node.attrs
+        known = {"interleaved", "num_heads", "rotary_embedding_dim", "scale", "is_packed_batching"}
+        for key in a:
+            if key not in known:
+                self.m.fail(node, f"has attribute '{key}', which phirt does not implement")
+        if a.get("interleaved", 0) or a.get("is_packed_batching", 0) or a.get("scale", 1.0) != 1.0:
+            self.m.fail(node, "is interleaved, packed or scaled, which phirt does not implement")
+        dim = int(a.get("rotary_embedding_dim", 0))
+        if dim not in (0, self.n_rot) or (dim == 0 and self.n_rot != self.head_dim):
+            self.m.fail(node, f"rotates {dim or self.head_dim} dims with tables for {self.n_rot}")
 
     def _swiglu_mlp(self, layer: dict[str, _Node], p: str) -> None:
         m = self.m
