@@ -5,11 +5,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "dispatch.h"
 #include "matmul.h"
@@ -295,6 +297,33 @@ void rope_py(const py::object &x_obj, const py::object &pos_obj, int64_t n_rot, 
     rope(xp, pp, m, n_head, hd, n_rot, freq_base, freq_scale, ffp, attn_factor, neox);
 }
 
+void rope_cache_py(const py::object &x_obj, const py::object &pos_obj, const py::object &cos_obj,
+                   const py::object &sin_obj, int64_t n_rot, bool neox) {
+    auto x = checked<float>(x_obj, "x", 3, true);
+    auto pos = checked<int32_t>(pos_obj, "positions", 1);
+    auto cos_t = checked<float>(cos_obj, "cos", 2);
+    auto sin_t = checked<float>(sin_obj, "sin", 2);
+    const int64_t m = x.shape(0), n_head = x.shape(1), hd = x.shape(2);
+    expect_shape(pos, "positions", {m});
+    if (n_rot <= 0 || n_rot > hd || n_rot % 2 != 0)
+        throw py::value_error("n_rot must be even and in [2, head_dim=" + std::to_string(hd) +
+                              "], got " + std::to_string(n_rot));
+    const int64_t n_pos = cos_t.shape(0);
+    expect_shape(cos_t, "cos", {n_pos, n_rot / 2});
+    expect_shape(sin_t, "sin", {n_pos, n_rot / 2});
+    const int32_t *pp = static_cast<const int32_t *>(pos.data());
+    for (int64_t r = 0; r < m; ++r)
+        if (pp[r] < 0 || pp[r] >= n_pos)
+            throw py::value_error("position " + std::to_string(pp[r]) +
+                                  " is outside the rotary tables [0, " + std::to_string(n_pos) +
+                                  ")");
+    float *xp = static_cast<float *>(x.mutable_data());
+    const float *cp = static_cast<const float *>(cos_t.data());
+    const float *sp = static_cast<const float *>(sin_t.data());
+    py::gil_scoped_release release;
+    rope_cache(xp, pp, m, n_head, hd, n_rot, cp, sp, neox);
+}
+
 void softmax_py(const py::object &x_obj) {
     auto x = checked<float>(x_obj, "x", 2, true);
     float *xp = static_cast<float *>(x.mutable_data());
@@ -340,6 +369,18 @@ py::array_t<float> gelu_py(const py::object &x_obj) {
     const int64_t n = x.size();
     py::gil_scoped_release release;
     gelu(xp, n, yp);
+    return y;
+}
+
+py::array_t<float> gelu_tanh_py(const py::object &x_obj) {
+    auto x = checked<float>(x_obj, "x", -1);
+    std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+    py::array_t<float> y(shape);
+    const float *xp = static_cast<const float *>(x.data());
+    float *yp = y.mutable_data();
+    const int64_t n = x.size();
+    py::gil_scoped_release release;
+    gelu_tanh(xp, n, yp);
     return y;
 }
 
@@ -393,6 +434,33 @@ py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj
     return out;
 }
 
+py::array_t<float> attention_f32_py(const py::object &q_obj, const py::object &k_obj,
+                                    const py::object &v_obj, int64_t pos0, float scale,
+                                    int64_t window) {
+    auto q = checked<float>(q_obj, "q", 3);
+    auto kc = checked<float>(k_obj, "k_cache_t", 3);
+    auto vc = checked<float>(v_obj, "v_cache", 3);
+    const int64_t m = q.shape(0), n_head = q.shape(1), hd = q.shape(2);
+    const int64_t n_kv_head = kc.shape(0), n_ctx = kc.shape(2);
+    expect_shape(kc, "k_cache_t", {n_kv_head, hd, n_ctx});
+    expect_shape(vc, "v_cache", {n_kv_head, n_ctx, hd});
+    if (n_kv_head <= 0 || n_head % n_kv_head != 0)
+        throw py::value_error("n_head=" + std::to_string(n_head) +
+                              " is not a multiple of n_kv_head=" + std::to_string(n_kv_head));
+    if (pos0 < 0 || m > n_ctx || pos0 > n_ctx - m)
+        throw py::value_error(std::to_string(m) + " queries at position " + std::to_string(pos0) +
+                              " do not fit the cache of " + std::to_string(n_ctx));
+    if (window < 0) throw py::value_error("window must be >= 0");
+    py::array_t<float> out({(py::ssize_t)m, (py::ssize_t)n_head, (py::ssize_t)hd});
+    if (m == 0) return out;
+    const float *qp = static_cast<const float *>(q.data());
+    float *op = out.mutable_data();
+    py::gil_scoped_release release;
+    attention_f32(qp, static_cast<const float *>(kc.data()), static_cast<const float *>(vc.data()),
+                  m, n_head, n_kv_head, hd, n_ctx, pos0, scale, window, op);
+    return out;
+}
+
 void kv_store_py(const py::object &cache_obj, const py::object &x_obj, int64_t pos0) {
     const bool q8 = is_q8_cache(cache_obj);
     auto cache = q8 ? checked<uint8_t>(cache_obj, "cache", 3, true)
@@ -415,8 +483,8 @@ void kv_store_py(const py::object &cache_obj, const py::object &x_obj, int64_t p
 }
 
 // ---- ONNX MatMulNBits ------------------------------------------------------------------------
-// com.microsoft MatMulNBits (bits = 4), repacked at load time; layout and numerics in nbits.h.
-// Every ONNX size is checked against (N, K, block_size) before a byte is read.
+// com.microsoft MatMulNBits (bits = 4 or 8), repacked at load time; layout and numerics in
+// nbits.h. Every ONNX size is checked against the attributes before a byte is read.
 
 // A 1-D (rows * cols,) or 2-D (rows, cols) array: ORT exports use both for scales, zero points.
 void expect_rows_cols(const py::array &a, const char *what, int64_t rows, int64_t cols) {
@@ -430,18 +498,21 @@ void expect_rows_cols(const py::array &a, const char *what, int64_t rows, int64_
 
 std::unique_ptr<NBitsMatrix> nbits_repack_py(const py::object &b_obj, const py::object &scales_obj,
                                              const py::object &zp_obj, int64_t k,
-                                             int64_t block_size) {
+                                             int64_t block_size, int64_t bits,
+                                             int64_t accuracy_level) {
     auto b = checked<uint8_t>(b_obj, "B", 3);
     const int64_t n = b.shape(0);
-    const std::string problem = nbits_validate(n, k, block_size);
+    const std::string problem = nbits_validate(n, k, block_size, bits, accuracy_level);
     if (!problem.empty()) throw py::value_error("MatMulNBits: " + problem);
-    const NBitsShape s = nbits_shape(n, k, (int)block_size, !zp_obj.is_none());
-    if (b.shape(1) != s.onnx_blocks || b.shape(2) != block_size / 2)
-        throw py::value_error("B must have shape (N, ceil(K / block_size), block_size / 2) = (" +
-                              std::to_string(n) + ", " + std::to_string(s.onnx_blocks) + ", " +
-                              std::to_string(block_size / 2) + ") for K=" + std::to_string(k) +
-                              ", block_size=" + std::to_string(block_size) + ", got " +
-                              shape_str(b));
+    const NBitsShape s =
+        nbits_shape(n, k, (int)block_size, (int)bits, (int)accuracy_level, !zp_obj.is_none());
+    const int64_t blob = block_size * bits / 8;
+    if (b.shape(1) != s.onnx_blocks || b.shape(2) != blob)
+        throw py::value_error(
+            "B must have shape (N, ceil(K / block_size), block_size * bits / 8) = (" +
+            std::to_string(n) + ", " + std::to_string(s.onnx_blocks) + ", " + std::to_string(blob) +
+            ") for K=" + std::to_string(k) + ", block_size=" + std::to_string(block_size) +
+            ", bits=" + std::to_string(bits) + ", got " + shape_str(b));
 
     if (!py::isinstance<py::array>(scales_obj))
         throw py::type_error("scales must be a numpy array");
@@ -459,10 +530,11 @@ std::unique_ptr<NBitsMatrix> nbits_repack_py(const py::object &b_obj, const py::
         if (py::isinstance<py::array>(zp_obj) &&
             !py::reinterpret_borrow<py::array>(zp_obj).dtype().is(py::dtype::of<uint8_t>()))
             throw py::type_error(
-                "zero_points must be uint8 (two 4-bit zero points per byte), got " +
+                std::string("zero_points must be uint8 (") +
+                (bits == 4 ? "two 4-bit zero points per byte" : "one per byte") + "), got " +
                 std::string(py::str(py::reinterpret_borrow<py::array>(zp_obj).dtype())));
         zp = checked<uint8_t>(zp_obj, "zero_points", -1);
-        expect_rows_cols(zp, "zero_points", n, (s.onnx_blocks + 1) / 2);
+        expect_rows_cols(zp, "zero_points", n, (s.onnx_blocks * bits + 7) / 8);
     }
 
     auto mat = std::make_unique<NBitsMatrix>(s);
@@ -498,32 +570,73 @@ py::array_t<float> nbits_matmul_py(const NBitsMatrix &w, const py::object &x_obj
     return y;
 }
 
+// The level-4 activation quantizer of the active ISA on its own (tests hold it to onnxruntime's):
+// x (m, K) -> codes int8 (m, n_blocks · block_size) and scales float32 (m, n_blocks).
+py::tuple nbits_quantize_activations_py(const py::object &x_obj, int64_t block_size) {
+    auto x = checked<float>(x_obj, "x", 2);
+    const int64_t m = x.shape(0), k = x.shape(1);
+    const std::string problem = nbits_validate(1, k, block_size, 4, 4);
+    if (!problem.empty()) throw py::value_error("MatMulNBits: " + problem);
+    const NBitsShape s = nbits_shape(1, k, (int)block_size, 4, 4, false);
+    const int64_t width = s.onnx_blocks * block_size;
+    py::array_t<int8_t> q({(py::ssize_t)m, (py::ssize_t)width});
+    py::array_t<float> d({(py::ssize_t)m, (py::ssize_t)s.onnx_blocks});
+    const float *xp = static_cast<const float *>(x.data());
+    int8_t *qp = q.mutable_data();
+    float *dp = d.mutable_data();
+    {
+        py::gil_scoped_release release;
+        const NBitsKernels &kern = active_kernels().nbits;
+        std::vector<float> pad(s.kq), rd(s.nb), rs(s.nb);
+        std::vector<int8_t> rq(s.kq);
+        for (int64_t i = 0; i < m; ++i) {
+            std::copy(xp + i * k, xp + (i + 1) * k, pad.begin());
+            std::fill(pad.begin() + k, pad.end(), 0.0f);
+            kern.quantize(s, pad.data(), rq.data(), rd.data(), rs.data());
+            std::copy(rq.begin(), rq.begin() + width, qp + i * width);
+            std::copy(rd.begin(), rd.begin() + s.onnx_blocks, dp + i * s.onnx_blocks);
+        }
+    }
+    return py::make_tuple(q, d);
+}
+
 void bind_nbits(py::module_ &mod) {
-    py::class_<NBitsMatrix>(
-        mod, "NBitsMatrix",
-        "ONNX MatMulNBits 4-bit weights (N x K), repacked losslessly by nbits_repack.")
+    py::class_<NBitsMatrix>(mod, "NBitsMatrix",
+                            "ONNX MatMulNBits weights (N x K, 4 or 8 bits), repacked losslessly by "
+                            "nbits_repack; carries the node's accuracy_level.")
         .def_property_readonly("n", [](const NBitsMatrix &w) { return w.shape().n; })
         .def_property_readonly("k", [](const NBitsMatrix &w) { return w.shape().k; })
         .def_property_readonly("block_size",
                                [](const NBitsMatrix &w) { return w.shape().block_size; })
+        .def_property_readonly("bits", [](const NBitsMatrix &w) { return w.shape().bits; })
+        .def_property_readonly("accuracy_level",
+                               [](const NBitsMatrix &w) { return w.shape().accuracy_level; })
         .def_property_readonly("has_zero_points",
                                [](const NBitsMatrix &w) { return w.shape().has_zero_points; })
         .def_property_readonly("nbytes", &NBitsMatrix::nbytes)
         .def("__repr__", [](const NBitsMatrix &w) {
             const NBitsShape &s = w.shape();
             return "NBitsMatrix(n=" + std::to_string(s.n) + ", k=" + std::to_string(s.k) +
+                   ", bits=" + std::to_string(s.bits) +
                    ", block_size=" + std::to_string(s.block_size) +
+                   ", accuracy_level=" + std::to_string(s.accuracy_level) +
                    (s.has_zero_points ? ", zero_points)" : ")");
         });
     mod.def("nbits_repack", &nbits_repack_py, py::arg("B"), py::arg("scales"),
-            py::arg("zero_points"), py::arg("K"), py::arg("block_size"),
-            "MatMulNBits (bits=4) B u8[N, n_blocks, block_size/2], scales f32|f16 [N*n_blocks], "
-            "zero_points u8[N*ceil(n_blocks/2)] | None -> NBitsMatrix");
+            py::arg("zero_points"), py::arg("K"), py::arg("block_size"), py::arg("bits") = 4,
+            py::arg("accuracy_level") = 0,
+            "MatMulNBits B u8[N, n_blocks, block_size*bits/8], scales f32|f16 [N*n_blocks], "
+            "zero_points u8[N*ceil(n_blocks*bits/8)] | None -> NBitsMatrix");
     mod.def("nbits_dequantize", &nbits_dequantize_py, py::arg("w"),
             "the weights as float32 (N, K): (q - zero_point) * scale");
     mod.def("nbits_matmul", &nbits_matmul_py, py::arg("w"), py::arg("x"),
             py::arg("out") = py::none(),
-            "y (m, N) = x (m, K) @ w.T with activations quantized to 8 bits on the fly");
+            "y (m, N) = x (m, K) @ w.T as onnxruntime computes it at w.accuracy_level (4: int8 "
+            "activations per block, else float32)");
+    mod.def("nbits_quantize_activations", &nbits_quantize_activations_py, py::arg("x"),
+            py::arg("block_size"),
+            "accuracy-level-4 activations: x (m, K) -> (int8 codes (m, n_blocks*block_size), "
+            "float32 scales (m, n_blocks))");
 }
 
 }  // namespace
@@ -557,10 +670,15 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.def("rope", &rope_py, py::arg("x"), py::arg("positions"), py::arg("n_rot"),
             py::arg("freq_base"), py::arg("neox"), py::arg("freq_factors") = py::none(),
             py::arg("freq_scale") = 1.0f, py::arg("attn_factor") = 1.0f);
+    mod.def("attention_f32", &attention_f32_py, py::arg("q"), py::arg("k_cache_t"),
+            py::arg("v_cache"), py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
+    mod.def("rope_cache", &rope_cache_py, py::arg("x"), py::arg("positions"), py::arg("cos"),
+            py::arg("sin"), py::arg("n_rot"), py::arg("neox"));
     mod.def("softmax", &softmax_py, py::arg("x"));
     mod.def("swiglu", &swiglu_py, py::arg("x"));
     mod.def("silu_mul", &silu_mul_py, py::arg("gate"), py::arg("up"));
     mod.def("gelu", &gelu_py, py::arg("x"));
+    mod.def("gelu_tanh", &gelu_tanh_py, py::arg("x"));
     mod.def("attention", &attention_py, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
             py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
     mod.def("kv_store", &kv_store_py, py::arg("cache"), py::arg("x"), py::arg("pos0"),

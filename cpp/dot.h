@@ -13,6 +13,7 @@
 #include "attn_q8.h"
 #include "formats.h"
 #include "gemm.h"
+#include "nbits_kernels.h"
 
 namespace phirt {
 
@@ -27,9 +28,6 @@ using VecDotRowsFn = void (*)(int64_t n, const void *w, int64_t row_bytes, int n
                               float *y);
 // Convert n floats to an activation format (n a multiple of its block size).
 using ConvertFn = void (*)(const float *x, void *y, int64_t n);
-// Dot of one repacked ONNX MatMulNBits 4-bit row (layout in nbits.h) with kq/32 Q8_0 blocks.
-struct NBitsShape;
-using NBitsDotFn = float (*)(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x);
 // y[i] += a * x[i] for an f16 row (attention's V accumulation), each product rounded before its
 // add.
 using AxpyF16Fn = void (*)(int64_t n, float a, const ggml_half *x, float *y);
@@ -64,7 +62,7 @@ struct DotKernels {
     ConvertFn to_bf16;
     // Weight types (kWeightFormats lists them with their activation formats).
     TypeKernels q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, f16, bf16, f32;
-    NBitsDotFn nbits4_q8_0;  // ONNX MatMulNBits rows (nbits.h)
+    NBitsKernels nbits;  // ONNX MatMulNBits (nbits_kernels.h)
     // Attention over an f16 KV cache.
     AxpyF16Fn axpy_f16;
     AttnScoresFn attn_scores;

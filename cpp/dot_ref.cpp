@@ -4,7 +4,7 @@
 
 #include "dot.h"
 #include "dot_loops.h"
-#include "nbits.h"
+#include "nbits_kernels.h"
 #include "quants.h"
 
 namespace phirt {
@@ -265,7 +265,7 @@ const DotKernels &dot_kernels_scalar() {
         t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
         t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
         t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
-        t.nbits4_q8_0 = nbits_dot_ref;
+        t.nbits = nbits_kernels_scalar();
         t.axpy_f16 = axpy_f16;
         t.attn_scores = attn_scores_by_dot<dot_f16_f16>;
         t.attn_values = attn_values_by_axpy<axpy_f16>;

@@ -1,71 +1,68 @@
-// ONNX Runtime's com.microsoft MatMulNBits (bits = 4), converted losslessly at load time into a
-// phirt-internal layout and multiplied with 8-bit activations.
+// ONNX Runtime's com.microsoft MatMulNBits (bits = 4 or 8), converted losslessly at load time into
+// a phirt-internal layout and multiplied as ONNX Runtime's CPU provider does for the node's
+// accuracy_level.
 //
 // The ONNX format (onnxruntime docs/ContribOperators.md, MatMulNBits): W is N × K, quantized along
 // K in blocks of `block_size` (a power of two, 16..256); n_blocks = ceil(K / block_size), the last
 // block padded.
-//   B            uint8 [N, n_blocks, block_size / 2]  element 2i in the low nibble of byte i,
-//                                                      element 2i+1 in the high nibble
-//   scales       float32 or float16 [N * n_blocks]
-//   zero_points  uint8 [N * ceil(n_blocks / 2)], optional: two 4-bit zero points per byte, low
-//                nibble first, each row starting on a new byte; 8 when absent
-//   W[n, k] = (q - zp) * scale   (q, zp in 0..15)
+//   B            uint8 [N, n_blocks, block_size · bits / 8]  4 bits: element 2i in the low nibble
+//                                                             of byte i, 2i+1 in the high nibble
+//   scales       float32 or float16 [N · n_blocks]
+//   zero_points  uint8 [N · ceil(n_blocks · bits / 8)], optional: 4 bits: two per byte, low nibble
+//                first, each row starting on a new byte; 8 bits: one per byte. When absent the
+//                zero point is 8 (4 bits) or 128 (8 bits).
+//   W[n, k] = (q - zp) · scale
 //
-// Why a repack, and this one. The ONNX bytes could be used as they are, but two things make a
-// load-time copy worth its memory: the nibble order (2i / 2i+1 interleaved) costs a shuffle per
-// 32 elements in SIMD, and the packed zero points cost a nibble extract per block. The repacked
-// layout keeps every number of the file exactly (f32 scale — f16 scales widen exactly — and the
-// integer zero point per ONNX block), so dequantization gives ORT's values bit for bit, and the
-// codes are reordered in 32-element groups the way GGML's Q4_0 orders them (byte j: element j low,
-// j + 16 high), so the dot products are Q4_0's with the zero point subtracted from the codes.
-// Block size 16 needs no special activation format: a 32-element group then holds two ONNX blocks,
-// one in the low nibbles and one in the high nibbles, so each half gets its own scale and zero
-// point while the Q8_0 activation block (one scale per 32) is shared; the integer dot is
-// Σ (q - zp)·x_q per half, exact, with no per-16 activation sums. Scales are not repeated per
-// sub-block (that would cost 1 bit per weight on a bandwidth-bound GEMV).
+// Numerics, as ONNX Runtime's CPU provider (MLAS) computes them (tests/test_nbits.py checks each
+// against onnxruntime itself):
+//   accuracy_level 4: activations quantized to int8 per block of `block_size` elements (the
+//     weight's block): amax = max |x|, scale dx = amax / 127 kept in float32, codes
+//     round-half-even(x · (127 / amax)); y = Σ_blocks (dw · dx) · Σ (q - zp) · x_q, integer exact
+//     per block.
+//   accuracy_level 0..3: float32 activations times the dequantized weights (levels 2 and 3 ask
+//     for fp16 / bf16 compute, which the CPU provider runs in float32 too).
 //
-// Repacked row (row_bytes apart, 64-byte aligned matrix, all offsets multiples of 4):
-//   float   d[nb]           scale of each ONNX block, nb = kq / block_size
-//   uint8_t qs[kq / 2]      codes, kq = n_blocks·block_size rounded up to 32, Q4_0 order per 32
-//   uint8_t zp[nb]          zero point of each block (8 when the model has none)
-//   padding to a multiple of 16 bytes
-// nb exceeds n_blocks only for block_size 16 with n_blocks odd: the extra half-group gets d = 0,
-// zp = 8 and codes 8. Codes of the ONNX padding (columns k..n_blocks·block_size) are kept as the
-// file has them: they meet zero activations (the activation row is zero-padded to kq).
+// Why a repack, and this one. The ONNX bytes could be used as they are, but the nibble order (2i /
+// 2i+1 interleaved) costs a shuffle per 32 elements in SIMD, the packed zero points a nibble
+// extract per block, and scales, codes and zero points live in three separate tensors (three
+// streams per row). The repacked layout keeps every number of the file exactly (f32 scale — f16
+// scales widen exactly — and the integer zero point per ONNX block), so dequantization gives ORT's
+// values bit for bit, and groups the row into steps of 256 columns that hold everything a kernel
+// needs for them, one stream per row:
+//
+//   step (step_bytes):  float   d[spb]       scale of each of the step's spb = 256 / block_size
+//                                            ONNX blocks
+//                       uint8_t zp[zpb]      zero points, only when the node has them
+//                                            (zpb = spb rounded up to 4 bytes)
+//                       uint8_t qs[...]      codes. 4 bits: 8 groups of 32 elements, 16 bytes each,
+//                                            GGML's Q4_0 order (byte j: element j in the low
+//                                            nibble, element j + 16 in the high nibble); 8 bits:
+//                                            one byte per element, in order.
+//   row: n_steps steps, kq = 256 · n_steps >= n_blocks · block_size columns.
+// Block size 16 fits the 4-bit groups as they are: a group of 32 holds block 2g in its low
+// nibbles and block 2g + 1 in its high nibbles. Blocks past n_blocks (the padding up to kq) get
+// d = 0 and codes equal to the default zero point; codes of the ONNX padding inside the last block
+// (columns K..n_blocks·block_size) are kept as the file has them: they meet zero activations.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 
-#include "dot.h"
 #include "formats.h"
+#include "nbits_kernels.h"
 
 namespace phirt {
 
-constexpr int kNBitsGroup = 32;  // elements per code group (and per Q8_0 activation block)
+// Empty when the attributes describe a matrix phirt can hold, else what is wrong.
+std::string nbits_validate(int64_t n, int64_t k, int64_t block_size, int64_t bits,
+                           int64_t accuracy_level);
 
-// Sizes of one repacked matrix; every field is derived from (n, k, block_size).
-struct NBitsShape {
-    int64_t n = 0;            // rows (output features)
-    int64_t k = 0;            // columns (input features)
-    int block_size = 0;       // ONNX block size
-    int64_t onnx_blocks = 0;  // ceil(k / block_size), per row
-    int64_t kq = 0;           // padded row length: onnx_blocks·block_size rounded up to 32
-    int64_t nb = 0;           // scales (and zero points) per repacked row: kq / block_size
-    int64_t off_qs = 0;       // byte offsets inside a row
-    int64_t off_zp = 0;
-    int64_t row_bytes = 0;
-    bool has_zero_points = false;
-};
+// The shape of valid attributes (checked with nbits_validate first).
+NBitsShape nbits_shape(int64_t n, int64_t k, int block_size, int bits, int accuracy_level,
+                       bool has_zero_points);
 
-// Empty when (n, k, block_size) describe a matrix phirt can hold, else what is wrong.
-std::string nbits_validate(int64_t n, int64_t k, int64_t block_size);
-
-// The shape of a valid (n, k, block_size) (checked with nbits_validate first).
-NBitsShape nbits_shape(int64_t n, int64_t k, int block_size, bool has_zero_points);
-
-// Repacked weights: owns its bytes (row-major rows of shape.row_bytes).
+// Repacked weights: owns its bytes (row-major rows of shape.row_bytes, 64-byte aligned).
 class NBitsMatrix {
    public:
     explicit NBitsMatrix(const NBitsShape &shape);
@@ -85,10 +82,10 @@ class NBitsMatrix {
 // Sources of repack_matmulnbits, sized as the ONNX shapes above for out->shape() (checked by the
 // caller): scales are float32 or (scales_f16) IEEE half bits; zero_points may be null.
 struct MatMulNBitsSource {
-    const uint8_t *b;            // (n, onnx_blocks, block_size / 2)
-    const void *scales;          // (n * onnx_blocks)
+    const uint8_t *b;            // (n, onnx_blocks, block_size · bits / 8)
+    const void *scales;          // (n · onnx_blocks)
     bool scales_f16;             //
-    const uint8_t *zero_points;  // (n * ceil(onnx_blocks / 2)) or nullptr
+    const uint8_t *zero_points;  // (n · ceil(onnx_blocks · bits / 8)) or nullptr
 };
 
 // The load-time conversion: ONNX MatMulNBits bytes -> the repacked layout. Runs on the pool.
@@ -97,14 +94,8 @@ void repack_matmulnbits(const MatMulNBitsSource &src, NBitsMatrix *out);
 // out (n × k) = the weights, (q - zp)·scale in float32 exactly as ONNX Runtime computes them.
 void nbits_dequantize(const NBitsMatrix &w, float *out);
 
-// y (m × n) = x (m × k) · wᵀ: x quantized on the fly to Q8_0 (the active ISA's to_q8_0, rows
-// zero-padded to kq), integer dot products per 16/32 elements, float32 accumulation.
+// y (m × n) = x (m × k) · wᵀ with the numerics of w's accuracy level (above). Allocation-free
+// once warmed up; runs on the global pool.
 void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y);
-
-// Dot of one repacked row with kq/32 Q8_0 activation blocks (NBitsDotFn, dot.h), reached through
-// the kernel table's nbits4_q8_0. The scalar version is the spec; the AVX2 twin
-// (x86/nbits_avx2.cpp) serves the avx2 and avx512 tables.
-float nbits_dot_ref(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x);
-float nbits_dot_avx2(const NBitsShape &s, const uint8_t *row, const block_q8_0 *x);
 
 }  // namespace phirt

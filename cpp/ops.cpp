@@ -108,6 +108,25 @@ void rope(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_
     }
 }
 
+void rope_cache(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_dim,
+                int64_t n_rot, const float *cos_table, const float *sin_table, bool neox) {
+    const int64_t half = n_rot / 2;
+    for (int64_t r = 0; r < m; ++r) {
+        const float *c = cos_table + (int64_t)pos[r] * half;
+        const float *s = sin_table + (int64_t)pos[r] * half;
+        for (int64_t h = 0; h < n_head; ++h) {
+            float *v = x + (r * n_head + h) * head_dim;
+            for (int64_t i = 0; i < half; ++i) {
+                const int64_t a = neox ? i : 2 * i;
+                const int64_t b = neox ? i + half : 2 * i + 1;
+                const float x0 = v[a], x1 = v[b];
+                v[a] = x0 * c[i] - x1 * s[i];
+                v[b] = x0 * s[i] + x1 * c[i];
+            }
+        }
+    }
+}
+
 void softmax(float *x, int64_t m, int64_t n) {
     for (int64_t r = 0; r < m; ++r) {
         float *row = x + r * n;
@@ -195,6 +214,15 @@ void gelu(const float *x, int64_t n, float *y) {
     }
 }
 
+void gelu_tanh(const float *x, int64_t n, float *y) {
+    const float alpha = 0.7978845608028654f;  // sqrt(2 / pi)
+    const float gamma = 0.044715f;
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        y[i] = 0.5f * v * (1.0f + std::tanh(alpha * (v + gamma * v * v * v)));
+    }
+}
+
 void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cache, int64_t m,
                int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
                float scale, int64_t window, float *out) {
@@ -246,6 +274,46 @@ void attention_q8(const float *q, const block_q8_0 *k_cache, const block_q8_0 *v
         kern.attn_q8_values(hd, n_keys, scores.data(), vh, o);
         const float inv = (float)(1.0 / sum);  // flash attention's division at the end
         for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
+    });
+}
+
+void attention_f32(const float *q, const float *k_cache_t, const float *v_cache, int64_t m,
+                   int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
+                   float scale, int64_t window, float *out) {
+    const int64_t group = n_head / n_kv_head;
+    global_pool().run(m * n_head, [&](int64_t task, int) {
+        thread_local std::vector<float> scores;
+        const int64_t h = task % n_head, kvh = h / group;
+        const auto [lo, n_keys] = visible_keys(pos0, task / n_head, window);
+        if ((int64_t)scores.size() < n_keys) scores.resize(n_keys);
+        float *s = scores.data();
+        const float *qh = q + task * hd;
+        const float *kt = k_cache_t + kvh * hd * n_ctx + lo;  // row d: dimension d of each key
+        std::fill(s, s + n_keys, 0.0f);
+        for (int64_t d = 0; d < hd; ++d) {
+            const float qd = qh[d];
+            const float *kd = kt + d * n_ctx;
+            for (int64_t j = 0; j < n_keys; ++j) s[j] += qd * kd[j];
+        }
+        float max = -INFINITY;
+        for (int64_t j = 0; j < n_keys; ++j) {
+            s[j] *= scale;
+            max = std::max(max, s[j]);
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < n_keys; ++j) {
+            s[j] = std::exp(s[j] - max);
+            sum += s[j];
+        }
+        const float inv = 1.0f / sum;
+        float *o = out + task * hd;
+        std::fill(o, o + hd, 0.0f);
+        const float *vh = v_cache + (kvh * n_ctx + lo) * hd;
+        for (int64_t j = 0; j < n_keys; ++j) {
+            const float p = s[j] * inv;
+            const float *vj = vh + j * hd;
+            for (int64_t d = 0; d < hd; ++d) o[d] += p * vj[d];
+        }
     });
 }
 

@@ -22,6 +22,15 @@ void rope(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_
           float freq_base, float freq_scale, const float *freq_factors, float attn_factor,
           bool neox);
 
+// Rotary embedding in place from precomputed tables, as ONNX Runtime's GroupQueryAttention and
+// RotaryEmbedding apply their cos_cache / sin_cache: x (m, n_head, head_dim), the first n_rot dims
+// of each head rotate by cos[pos[r], i], sin[pos[r], i] (tables (n_pos, n_rot / 2), row-major;
+// callers check 0 <= pos < n_pos). Pairs as in rope(): (i, i + n_rot/2) when neox, else (2i, 2i+1).
+// The tables already hold any scaling (LongRoPE factors, mscale); x0' = x0·c - x1·s,
+// x1' = x0·s + x1·c in f32, as onnxruntime's reference kernel computes them.
+void rope_cache(float *x, const int32_t *pos, int64_t m, int64_t n_head, int64_t head_dim,
+                int64_t n_rot, const float *cos_table, const float *sin_table, bool neox);
+
 // Row softmax in place.
 void softmax(float *x, int64_t m, int64_t n);
 
@@ -41,6 +50,10 @@ void kv_store_q8(const float *x, int64_t m, int64_t n_head, int64_t hd, block_q8
 // GELU (tanh form) through ggml's f16 table: y = f16(gelu(f16(x))) for |x| < 10.
 void gelu(const float *x, int64_t n, float *y);
 
+// GELU (tanh form) in float32 without ggml's f16 table, as onnxruntime's Gelu(approximate="tanh")
+// and FastGelu compute it: y = 0.5·x·(1 + tanh(sqrt(2/pi)·(x + 0.044715·x³))).
+void gelu_tanh(const float *x, int64_t n, float *y);
+
 // Causal attention over an f16 KV cache.
 //   q (m, n_head, hd) f32; k_cache, v_cache (n_kv_head, n_ctx, hd) f16; out (m, n_head, hd).
 //   Query i is at position pos0 + i and sees keys [max(0, p - window + 1), p] (window 0: all).
@@ -55,5 +68,15 @@ void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cach
 void attention_q8(const float *q, const block_q8_0 *k_cache, const block_q8_0 *v_cache, int64_t m,
                   int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
                   float scale, int64_t window, float *out);
+
+// attention() over an f32 cache, with onnxruntime's GroupQueryAttention numerics (f32 KV cache,
+// f32 scores scale·(q·k), f32 softmax, f32 weighted sum of values), for ONNX models whose numbers
+// should be the folder's own. The keys are stored transposed, k_cache_t (n_kv_head, hd, n_ctx),
+// v_cache (n_kv_head, n_ctx, hd), so both products run along contiguous memory key by key (scores
+// for all keys one dimension at a time, values one key at a time) with no reassociated sums: the
+// compiler's vector code gives the scalar loop's results exactly.
+void attention_f32(const float *q, const float *k_cache_t, const float *v_cache, int64_t m,
+                   int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
+                   float scale, int64_t window, float *out);
 
 }  // namespace phirt

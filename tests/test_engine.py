@@ -20,7 +20,7 @@ def test_q8_0_cache_stores_34_bytes_per_32_values(models: ModelFactory) -> None:
 
 
 def test_kv_type_errors_are_clear(models: ModelFactory) -> None:
-    with pytest.raises(ValueError, match="kv_type must be one of f16, q8_0, got 'q4_0'"):
+    with pytest.raises(ValueError, match="kv_type must be one of f16, q8_0, f32, got 'q4_0'"):
         phirt.load(models.phi3("Q4_0"), n_ctx=64, kv_type="q4_0")
     path = models.phi2("F32", "plain", n_embd=80)  # head size 40
     with pytest.raises(phirt.UnsupportedError, match="multiple of 32; this model's is 40") as info:

@@ -373,3 +373,118 @@ def test_attention_window_hides_old_keys() -> None:
     kc[:, :7] = np.float16(np.nan)
     vc[:, :7] = np.float16(np.nan)
     np.testing.assert_array_equal(K.attention(q, kc, vc, 9, 0.25, 3), before)
+
+
+# ---- ONNX numerics: rotary tables and the f32 KV cache -----------------------------------------
+
+
+@pytest.mark.parametrize("neox", [True, False])
+@pytest.mark.parametrize(("head_dim", "n_rot"), [(32, 32), (64, 48), (96, 96)])
+def test_rope_cache_applies_the_tables(neox: bool, head_dim: int, n_rot: int) -> None:
+    """rope_cache rotates pair i of a row at position p by the tables' (cos[p, i], sin[p, i]):
+    x0·c - x1·s and x0·s + x1·c, each one product and one sum in float32 (onnxruntime's rotary
+    kernel's arithmetic), so float64 of the same terms is within one rounding of each step."""
+    rng = np.random.default_rng(_seed((neox, head_dim, n_rot)))
+    n_pos, half = 50, n_rot // 2
+    theta = rng.uniform(-40, 40, (n_pos, half))
+    cos, sin = (np.cos(theta) * 1.1).astype(np.float32), (np.sin(theta) * 1.1).astype(np.float32)
+    pos = np.array([0, 3, 49, 17, 17], np.int32)
+    x = rng.standard_normal((len(pos), 3, head_dim)).astype(np.float32)
+    got = x.copy()
+    assert K.rope_cache(got, pos, cos, sin, n_rot, neox) is None  # in place
+    i = np.arange(half)
+    a, b = (i, i + half) if neox else (2 * i, 2 * i + 1)
+    x64 = x.astype(np.float64)
+    c, s = cos[pos][:, None, :].astype(np.float64), sin[pos][:, None, :].astype(np.float64)
+    want = x64.copy()
+    want[:, :, a] = x64[:, :, a] * c - x64[:, :, b] * s
+    want[:, :, b] = x64[:, :, a] * s + x64[:, :, b] * c
+    tol = np.zeros(x.shape)
+    mag = 3 * U * (np.abs(x64[:, :, a] * c) + np.abs(x64[:, :, b] * s) + 1e-30)
+    tol[:, :, a], tol[:, :, b] = mag, 3 * U * (np.abs(x64[:, :, a] * s) + np.abs(x64[:, :, b] * c))
+    assert_within(got, want, tol + 1e-37, f"rope_cache neox={neox} {head_dim}/{n_rot}")
+    np.testing.assert_array_equal(got[:, :, n_rot:], x[:, :, n_rot:])  # untouched tail
+
+
+def test_rope_cache_rejects_positions_outside_the_tables() -> None:
+    tables = np.ones((8, 4), np.float32)
+    x = np.zeros((1, 1, 8), np.float32)
+    with pytest.raises(ValueError, match=r"position 8 is outside the rotary tables \[0, 8\)"):
+        K.rope_cache(x, np.array([8], np.int32), tables, tables, 8, True)
+    with pytest.raises(ValueError, match="cos"):
+        K.rope_cache(x, np.array([0], np.int32), np.ones((8, 3), np.float32), tables, 8, True)
+
+
+def attention_f32_ref(
+    q: np.ndarray, kt: np.ndarray, vc: np.ndarray, pos0: int, scale: float, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(output, tolerance) of float32 attention (onnxruntime's GroupQueryAttention on an f32
+    cache) in float64; kt holds the keys transposed (n_kv, hd, n_ctx)."""
+    m, n_head, hd = q.shape
+    n_kv = kt.shape[0]
+    group = n_head // n_kv
+    out, tol = np.zeros(q.shape), np.zeros(q.shape)
+    q64 = q.astype(np.float64)
+    for i in range(m):
+        p = pos0 + i
+        lo = max(0, p - window + 1) if window > 0 else 0
+        for h in range(n_head):
+            keys = kt[h // group, :, lo : p + 1].T.astype(np.float64)
+            vals = vc[h // group, lo : p + 1].astype(np.float64)
+            s = keys @ q64[i, h] * scale
+            w = np.exp(s - s.max())
+            w /= w.sum()
+            out[i, h] = w @ vals
+            # scores: hd float32 products and sums; then exp, the sum over keys, 1/sum, ·V
+            ds = (hd + 2) * U * abs(scale) * (np.abs(keys) @ np.abs(q64[i, h])).max()
+            rho = 2 * (2 * ds + U * (np.abs(s - s.max()).max() + 2)) + 4 * U + (len(w) + 2) * U
+            tol[i, h] = (w * (rho + (len(w) + 2) * U)) @ np.abs(vals) + 1e-37
+    return out, tol
+
+
+@pytest.mark.parametrize("case", list(ATTENTION_CASES))
+def test_attention_f32(case: str) -> None:
+    m, n_head, n_kv, hd, n_ctx, pos0, window = ATTENTION_CASES[case]
+    rng = np.random.default_rng(_seed(("f32", case)))
+    q = (rng.standard_normal((m, n_head, hd)) * 1.5).astype(np.float32)
+    kt = rng.standard_normal((n_kv, hd, n_ctx)).astype(np.float32)
+    vc = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)
+    kt[:, :, pos0 + m :] = np.nan  # slots past the last query are never read
+    vc[:, pos0 + m :] = np.nan
+    scale = 1 / np.sqrt(hd)
+    want, tol = attention_f32_ref(q, kt, vc, pos0, scale, window)
+    got = K.attention_f32(q, kt, vc, pos0, scale, window)
+    assert got.shape == q.shape and got.dtype == np.float32
+    assert_within(got, want, tol, f"attention_f32 {case}")
+
+
+def test_attention_f32_matches_the_f16_kernel_on_f16_values() -> None:
+    """Same keys and values in both caches (f16-exact): the f32 kernel differs from the f16 one
+    only by ggml's f16 roundings of q and the softmax weights."""
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((4, 4, 32)).astype(np.float16).astype(np.float32)
+    kc = rng.standard_normal((2, 16, 32)).astype(np.float16)
+    vc = rng.standard_normal((2, 16, 32)).astype(np.float16)
+    f16 = K.attention(q, kc, vc, 5, 0.2, 0)
+    f32 = K.attention_f32(
+        q,
+        np.ascontiguousarray(kc.astype(np.float32).transpose(0, 2, 1)),
+        vc.astype(np.float32),
+        5,
+        0.2,
+        0,
+    )
+    np.testing.assert_allclose(f32, f16, atol=2e-3)
+    with pytest.raises(ValueError, match="k_cache_t"):
+        K.attention_f32(q, kc.astype(np.float32), vc.astype(np.float32), 5, 0.2, 0)
+
+
+def test_gelu_tanh_is_the_float32_formula() -> None:
+    """onnxruntime's Gelu(approximate="tanh") / FastGelu in float32, without ggml's f16 table."""
+    x = np.linspace(-12, 12, 20001, dtype=np.float32)
+    x64 = x.astype(np.float64)
+    want = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
+    got = K.gelu_tanh(x)
+    assert got.shape == x.shape and got.dtype == np.float32
+    assert_within(got, want, 16 * U * (np.abs(x64) + np.abs(want)) + 1e-37, "gelu_tanh")
+    assert np.abs(got - K.gelu(x)).max() > 1e-4  # not the table

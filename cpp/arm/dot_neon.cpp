@@ -13,6 +13,7 @@
 #include "../attn_q8.h"
 #include "../dot.h"
 #include "../dot_loops.h"
+#include "../nbits_kernels.h"
 #include "../quants.h"
 #include "neon_dots.h"
 #include "neon_gemm.h"

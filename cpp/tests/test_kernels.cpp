@@ -629,8 +629,8 @@ void test_table(const DotKernels &K, const DotKernels &S) {
     Section s(std::string("[") + K.isa + "] kernel table complete and consistent");
     const ConvertFn convs[] = {K.to_q8_0, K.to_q8_1, K.to_q8_K, K.to_f16, K.to_bf16};
     for (ConvertFn f : convs) check(f != nullptr, "converter set");
-    check(K.nbits4_q8_0 && K.axpy_f16 && K.attn_scores && K.attn_values && K.exp_sum &&
-              K.attn_q8_scores && K.attn_q8_values,
+    check(K.nbits.quantize && K.nbits.rows_i8 && K.nbits.rows_f32 && K.axpy_f16 && K.attn_scores &&
+              K.attn_values && K.exp_sum && K.attn_q8_scores && K.attn_q8_values,
           "attention and MatMulNBits entries set");
     for (const DotCase &c : kDotCases) {
         const TypeKernels &t = K.*c.kernels, &ref = S.*c.kernels;

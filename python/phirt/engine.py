@@ -1,4 +1,5 @@
-"""The native engine: a GGUF file run on phirt's own kernels, with a reusable KV cache.
+"""The native engine: a GGUF file or an ONNX Runtime GenAI folder run on phirt's own kernels, with a
+reusable KV cache.
 
 Two phases, as in every fast runtime: prefill evaluates the prompt in batches (GEMM-shaped), decode
 evaluates one token at a time (GEMV-shaped). The cache remembers which tokens it holds, so a new
@@ -14,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from phirt import _kernels as K
-from phirt.errors import ContextFullError, FormatError
-from phirt.formats.gguf import GGUFFile
+from phirt.errors import ContextFullError, FormatError, UnsupportedError
+from phirt.formats import open_model
 from phirt.models.common import KVCache
 from phirt.models.registry import find_architecture
 from phirt.tokenizer import Tokenizer
@@ -25,7 +26,8 @@ PREFILL_BATCH = 512
 
 
 class NativeEngine:
-    """Runs one GGUF model; `eval` appends tokens to the cache and returns logits."""
+    """Runs one model (a GGUF file or an ONNX Runtime GenAI folder, formats.open_model); `eval`
+    appends tokens to the cache and returns logits."""
 
     name = "native"
 
@@ -34,18 +36,18 @@ class NativeEngine:
         path: str | os.PathLike[str],
         n_ctx: int | None = None,
         n_threads: int | None = None,
-        kv_type: str = "f16",
+        kv_type: str | None = None,
     ) -> None:
         self.path = os.fspath(path)
         if n_threads is not None:
             if n_threads < 1:
                 raise ValueError(f"n_threads must be >= 1, got {n_threads}")
             K.set_num_threads(n_threads)
-        self.gguf = GGUFFile(self.path)
-        meta = self.gguf.metadata
-        arch = find_architecture(self.gguf.arch or "<missing general.architecture>", self.path)
+        self.source = open_model(self.path)
+        meta = self.source.metadata
+        arch = find_architecture(self.source.arch or "<missing general.architecture>", self.path)
         self.tokenizer = Tokenizer.from_metadata(meta, path=self.path)
-        embd = self.gguf.tensors.get("token_embd.weight")
+        embd = self.source.tensors.get("token_embd.weight")
         if embd is None:
             raise FormatError("required tensor 'token_embd.weight' is missing", self.path)
         self.n_vocab = int(embd.shape[0])
@@ -56,22 +58,35 @@ class NativeEngine:
                 f"{self.n_vocab} rows",
                 self.path,
             )
+        # rotary tables (ONNX graphs) hold a fixed number of positions
+        table = self.source.tensors.get("rope_cos_long.weight") or self.source.tensors.get(
+            "rope_cos.weight"
+        )
+        max_ctx = table.shape[0] if table is not None else None
         if n_ctx is None:
-            n_ctx = min(self.config.n_ctx_train, DEFAULT_MAX_CTX)
+            n_ctx = min(self.config.n_ctx_train, DEFAULT_MAX_CTX, max_ctx or DEFAULT_MAX_CTX)
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
+        if max_ctx is not None and n_ctx > max_ctx:
+            raise UnsupportedError(
+                f"a context of {n_ctx} tokens is longer than the model's rotary tables "
+                f"({max_ctx} positions)",
+                self.path,
+            )
         self.n_ctx = n_ctx
         # before the weights: it checks kv_type, and its pages are only mapped as the context fills
-        self.cache = KVCache(self.config, n_ctx, kv_type, self.path)
-        self.model = arch.model_class(self.gguf, self.config, n_ctx)
+        # the format's own runtime's cache type unless asked: llama.cpp f16, onnxruntime f32
+        self.cache = KVCache(self.config, n_ctx, kv_type or self.source.native_kv_type, self.path)
+        self.model = arch.model_class(self.source, self.config, n_ctx)
         # token_embd is read a row per token: it stays lazy unless it doubles as the output matrix
-        tied = "output.weight" not in self.gguf.tensors
-        self.gguf.prefault(n for n in self.gguf.tensors if tied or n != "token_embd.weight")
+        tied = "output.weight" not in self.source.tensors
+        self.source.prefault(n for n in self.source.tensors if tied or n != "token_embd.weight")
         self.tokens: list[int] = []  # what the cache holds, in order
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return self.gguf.metadata
+        """GGUF-named metadata (for an ONNX folder, what its graph and files map to)."""
+        return self.source.metadata  # type: ignore[return-value]
 
     def reset(self) -> None:
         self.tokens = []

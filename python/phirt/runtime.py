@@ -152,11 +152,13 @@ def load(
     n_threads: int | None = None,
     n_ctx: int | None = None,
     device: str = "auto",
-    kv_type: str = "f16",
+    kv_type: str | None = None,
 ) -> Model:
-    """Load a GGUF model. device: "auto" (best available backend, see Model.backend_reason) or
-    "cpu" (phirt's own kernels). kv_type: "f16" (llama.cpp's default) or "q8_0", which halves
-    the KV cache's memory and what each token reads of it at long context."""
+    """Load a model: a GGUF file or an ONNX Runtime GenAI folder (genai_config.json, *.onnx and
+    their .onnx.data). device: "auto" (best available backend, see Model.backend_reason) or "cpu"
+    (phirt's own kernels). kv_type: the KV cache, by default the format's own runtime's ("f16" as
+    llama.cpp for GGUF, "f32" as onnxruntime for ONNX, so the numbers are the model's own); "q8_0"
+    halves f16's memory and what each token reads of it at long context."""
     selection = select_backend(device)
     engine = NativeEngine(path, n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type)
     return Model(engine, selection.reason)

@@ -30,9 +30,25 @@ from phirt.errors import FormatError, UnsupportedError
 if TYPE_CHECKING:
     from gguf import GGUFReader
 
-__all__ = ["PRE_TOKENIZERS", "Attr", "PreTokenizer", "StreamDecoder", "Tokenizer"]
+__all__ = [
+    "EOG_IDS_KEY",
+    "LSTRIP_KEY",
+    "PRE_TOKENIZERS",
+    "RSTRIP_KEY",
+    "Attr",
+    "PreTokenizer",
+    "StreamDecoder",
+    "Tokenizer",
+]
 
 SPM_SPACE = "\u2581"  # SentencePiece's visible space
+
+# Keys phirt adds to GGUF-named metadata for what a Hugging Face tokenizer.json or an ONNX Runtime
+# GenAI config states and GGUF cannot: per-token whitespace stripping (llama.cpp guesses it from
+# general.name) and further end-of-generation ids (genai_config's eos_token_id list).
+LSTRIP_KEY = "phirt.tokenizer.lstrip_ids"
+RSTRIP_KEY = "phirt.tokenizer.rstrip_ids"
+EOG_IDS_KEY = "phirt.tokenizer.eog_ids"
 _CSPACE = " \t\n\v\f\r"  # C isspace(): what llama.cpp's lstrip/rstrip remove
 
 
@@ -217,6 +233,7 @@ class Tokenizer:
         attrs = np.where((types >= 0) & (types < len(_TYPE_ATTR_LUT)), types, 0)
         attrs = _TYPE_ATTR_LUT[attrs]  # unknown type ids: UNDEFINED, as llama.cpp
         eog = {i for i in (self.eos_id, self.eot_id, self.eom_id) if i is not None}
+        eog.update(self._id_list(meta, EOG_IDS_KEY))
         for text in EOG_TEXTS | _FIM_TEXTS:
             i = self.token_to_id.get(text)
             if i is not None:
@@ -230,6 +247,7 @@ class Tokenizer:
             np.flatnonzero(attrs & _SPECIAL).tolist(), key=lambda i: (-len(self.tokens[i]), i)
         )
         self._apply_name_rules(str(meta.get("general.name", "")))
+        self._apply_strip_lists(meta)
         self._pieces: list[bytes | None] = [None] * n
         self._byte_ids: dict[int, int] = {}
         for i in np.flatnonzero(attrs & Attr.BYTE).tolist():
@@ -297,6 +315,28 @@ class Tokenizer:
                 i = self.token_to_id.get(text)
                 if i is not None:
                     self.attrs[i] = (self.attrs[i] & ~Attr.RSTRIP) | (Attr.RSTRIP if rstrip else 0)
+
+    def _apply_strip_lists(self, meta: Mapping[str, Any]) -> None:
+        # a tokenizer.json that says which tokens strip replaces the name rules above
+        if LSTRIP_KEY not in meta and RSTRIP_KEY not in meta:
+            return
+        lstrip = set(self._id_list(meta, LSTRIP_KEY))
+        rstrip = set(self._id_list(meta, RSTRIP_KEY))
+        for i in self._special_ids:
+            attr = self.attrs[i] & ~(Attr.LSTRIP | Attr.RSTRIP)
+            self.attrs[i] = (
+                attr | (Attr.LSTRIP if i in lstrip else 0) | (Attr.RSTRIP if i in rstrip else 0)
+            )
+
+    def _id_list(self, meta: Mapping[str, Any], key: str) -> list[int]:
+        ids = meta.get(key) or []
+        bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < len(self.tokens)]
+        if bad:
+            raise FormatError(
+                f"metadata '{key}' holds {bad[0]!r}, not a token id in [0, {len(self.tokens)})",
+                self.path,
+            )
+        return list(ids)
 
     def _byte_value(self, token_id: int) -> int:
         text = self.tokens[token_id]

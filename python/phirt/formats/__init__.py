@@ -1,7 +1,52 @@
-"""Model file formats: reading and validating files (GGUF now)."""
+"""Model formats: reading and validating files, and the source interface the models read through
+(source.py): GGUF files (gguf.py) and ONNX Runtime GenAI folders (onnx_*.py)."""
 
 from __future__ import annotations
 
-from phirt.formats.gguf import SUPPORTED_TYPES, GGUFFile, GGUFSummary, Tensor, TypeStats, type_name
+import os
 
-__all__ = ["SUPPORTED_TYPES", "GGUFFile", "GGUFSummary", "Tensor", "TypeStats", "type_name"]
+from phirt.formats.gguf import SUPPORTED_TYPES, GGUFFile, GGUFSummary, Tensor, TypeStats, type_name
+from phirt.formats.source import GGMLMatrix, KernelMatrix, ModelSource, SourceTensor
+
+__all__ = [
+    "SUPPORTED_TYPES",
+    "GGMLMatrix",
+    "GGUFFile",
+    "GGUFSummary",
+    "KernelMatrix",
+    "ModelSource",
+    "SourceTensor",
+    "Tensor",
+    "TypeStats",
+    "is_onnx_folder",
+    "open_model",
+    "type_name",
+]
+
+
+def onnx_folder_of(path: str | os.PathLike[str]) -> str | None:
+    """The ONNX Runtime GenAI folder ``path`` names: a folder, or a .onnx file inside one that
+    holds genai_config.json; None for anything else (a GGUF file)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return path
+    if path.endswith(".onnx") and os.path.isfile(
+        os.path.join(os.path.dirname(path) or ".", "genai_config.json")
+    ):
+        return os.path.dirname(path) or "."
+    return None
+
+
+def is_onnx_folder(path: str | os.PathLike[str]) -> bool:
+    return onnx_folder_of(path) is not None
+
+
+def open_model(path: str | os.PathLike[str]) -> ModelSource:
+    """The model at ``path``: an ONNX Runtime GenAI folder (formats/onnx_source.py) when it is a
+    folder (or its .onnx file), else a GGUF file. Errors name the path and the problem."""
+    folder = onnx_folder_of(path)
+    if folder is not None:
+        from phirt.formats.onnx_source import OnnxSource
+
+        return OnnxSource(folder)
+    return GGUFFile(path)

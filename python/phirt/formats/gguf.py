@@ -151,6 +151,22 @@ class Tensor:
     def row_bytes(self) -> int:
         return self.data.shape[-1]
 
+    def load(self) -> Any:
+        """What the forward pass uses (formats/source.py): a float32 copy of a vector, a
+        GGMLMatrix over the memory map (no copy) for a matrix."""
+        if len(self.shape) == 1:
+            return np.ascontiguousarray(self.to_float32(), dtype=np.float32)
+        if self.ggml_type not in SUPPORTED_TYPES:
+            raise UnsupportedError(
+                f"tensor {_q(self.name)} uses quant type {self.type_name}, which phirt does not "
+                f"support",
+                self.path,
+            )
+        from phirt.formats.source import GGMLMatrix
+
+        n, k = self.shape
+        return GGMLMatrix(_kernels.QMatrix(self.data, self.ggml_type, n, k))
+
     def to_float32(self) -> np.ndarray:
         """Dequantized copy of the tensor, f32 of ``shape``. Meant for small tensors (norms, biases,
         rope factors); weight matrices stay quantized and go to the kernels as ``data``."""
@@ -308,6 +324,7 @@ class GGUFFile:
     """
 
     path: str
+    native_kv_type = "f16"  # llama.cpp's default cache, which phirt's numerics follow
     version: int
     metadata: dict[str, Any]
     # key -> (value type, item type for arrays else None); lets writers copy keys with their types

@@ -1,7 +1,10 @@
 """Pieces every decoder architecture shares: the config, the tensor table check, weights, KV cache.
 
-An architecture module (phi3.py, phi2.py, llama.py) is a config read from GGUF metadata, a table of
-tensors with their expected shapes, and a forward pass built from the kernels in phirt._kernels.
+An architecture module (phi3.py, phi2.py, llama.py) is a config read from GGUF-named metadata, a
+table of tensors with their expected shapes, and a forward pass built from the kernels in
+phirt._kernels. Weights come from a model source (formats/source.py: a GGUF file or an ONNX
+Runtime GenAI folder) already in the form the kernels use; matrices are KernelMatrix objects, so
+``linear`` and the embedding lookup work the same whatever format a matrix came from.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 
 from phirt import _kernels as K
 from phirt.errors import FormatError, UnsupportedError
-from phirt.formats.gguf import SUPPORTED_TYPES
+from phirt.formats.source import NUMERICS_KEY
 
 
 @dataclass
@@ -40,6 +43,9 @@ class DecoderConfig:
     rope_neox: bool = True
     rope_original_ctx: int = 0  # LongRoPE switch point (0: none)
     sliding_window: int = 0  # 0: full attention
+    # whose arithmetic the model's own runtime uses where phirt has a choice: "ggml" (llama.cpp:
+    # GELU through an f16 table) or "onnxruntime" (float32 GELU); set by the source (NUMERICS_KEY)
+    numerics: str = "ggml"
 
     @property
     def n_embd_q(self) -> int:
@@ -98,6 +104,7 @@ def read_decoder_config(
         rope_base=float(get("rope.freq_base", 10000.0)),
         rope_freq_scale=freq_scale,
         rope_attn_factor=float(get("rope.scaling.attn_factor", 1.0)),
+        numerics=str(meta.get(NUMERICS_KEY, "ggml")),
         rope_original_ctx=int(get("rope.scaling.original_context_length", 0)),
         **fields,
     )
@@ -112,11 +119,20 @@ class TensorSpec:
     """
 
     name: str
-    shape: Callable[[DecoderConfig], tuple[int, ...]]
+    shape: Callable[[DecoderConfig], tuple[int, ...]]  # -1: any length
     required: bool = True
 
 
 LAYER_PREFIX = "blk.{i}."
+
+# Precomputed rotary tables (n_positions, n_rot / 2), what ONNX graphs carry as cos_cache /
+# sin_cache; with LongRoPE a second, long pair. Optional for every architecture: when present
+# they replace the angles computed from rope.freq_base and factors (see make_rope).
+ROPE_TABLES = [
+    TensorSpec(f"rope_{kind}{suffix}.weight", lambda c: (-1, c.n_rot // 2), required=False)
+    for suffix in ("", "_long")
+    for kind in ("cos", "sin")
+]
 
 
 @dataclass
@@ -131,14 +147,12 @@ class Weights:
     layers: list[dict[str, Any]]
 
 
-def load_weights(gguf: Any, specs: list[TensorSpec], cfg: DecoderConfig) -> Weights:
-    """Check every tensor against the table and wrap it for the kernels.
-
-    2-D tensors become QMatrix views on the memory map (no copy); 1-D ones (norms, biases, rope
-    factors) become small float32 arrays. Optional tensors that are absent are left out.
-    """
+def load_weights(source: Any, specs: list[TensorSpec], cfg: DecoderConfig) -> Weights:
+    """Check every tensor of ``source`` (formats/source.py) against the table (and the optional
+    rotary tables), and load it for the kernels: matrices as KernelMatrix objects, vectors as
+    float32 arrays. Optional tensors that are absent are left out."""
     out = Weights({}, [{} for _ in range(cfg.n_layer)])
-    for spec in specs:
+    for spec in [*specs, *ROPE_TABLES]:
         want = tuple(int(d) for d in spec.shape(cfg))
         if spec.name.startswith(LAYER_PREFIX):
             key = spec.name.removeprefix(LAYER_PREFIX)
@@ -146,57 +160,63 @@ def load_weights(gguf: Any, specs: list[TensorSpec], cfg: DecoderConfig) -> Weig
         else:
             slots = [(out.globals, spec.name, spec.name)]
         for table, key, name in slots:
-            t = gguf.tensors.get(name)
+            t = source.tensors.get(name)
             if t is None:
                 if spec.required:
-                    raise FormatError(f"required tensor '{name}' is missing", gguf.path)
+                    raise FormatError(f"required tensor '{name}' is missing", source.path)
                 continue
-            if tuple(t.shape) != want:
+            shape = tuple(t.shape)
+            if len(shape) != len(want) or any(
+                w not in (-1, d) for w, d in zip(want, shape, strict=True)
+            ):
+                shown = "(" + ", ".join("*" if w == -1 else str(w) for w in want) + ")"
                 raise FormatError(
-                    f"tensor '{name}' has shape {tuple(t.shape)}, expected {want}", gguf.path
+                    f"tensor '{name}' has shape {shape}, expected {want if -1 not in want else shown}",
+                    source.path,
                 )
-            table[key] = _wrap(gguf, t)
+            table[key] = t.load()
     return out
 
 
-def _wrap(gguf: Any, t: Any) -> Any:
-    if len(t.shape) == 1:
-        return np.ascontiguousarray(t.to_float32(), dtype=np.float32)
-    if t.ggml_type not in SUPPORTED_TYPES:
-        raise UnsupportedError(
-            f"tensor '{t.name}' uses quant type {t.type_name}, which phirt does not support",
-            gguf.path,
-        )
-    n, k = t.shape
-    return K.QMatrix(t.data, t.ggml_type, n, k)
-
-
-KV_TYPES = ("f16", "q8_0")
+KV_TYPES = ("f16", "q8_0", "f32")
 
 
 class KVCache:
     """Keys and values for every layer: k[layer] is (n_head_kv, n_ctx, head_dim) f16, or with
     kv_type "q8_0" (n_head_kv, n_ctx, head_dim / 32 · 34) bytes of Q8_0 blocks: half the memory,
-    and half the bytes each decoded token reads at long context (attn_q8.h)."""
+    and half the bytes each decoded token reads at long context (attn_q8.h). kv_type "f32" keeps
+    onnxruntime's f32 cache (what an ONNX model computes with), keys transposed for the kernel:
+    k[layer] (n_head_kv, head_dim, n_ctx), v[layer] (n_head_kv, n_ctx, head_dim).
+
+    ``attention(q, k_cache, v_cache, pos0, scale, window=)`` is the kernel for this cache type."""
 
     def __init__(
         self, cfg: DecoderConfig, n_ctx: int, kv_type: str = "f16", path: str | None = None
     ) -> None:
         if kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+        hd = cfg.head_dim
+        k_shape = v_shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, hd)
+        self.attention = K.attention
         if kv_type == "q8_0":
-            if cfg.head_dim % 32:
+            if hd % 32:
                 raise UnsupportedError(
                     f"kv_type 'q8_0' needs a head size that is a multiple of 32; this model's is "
-                    f"{cfg.head_dim} (use kv_type 'f16')",
+                    f"{hd} (use kv_type 'f16')",
                     path,
                 )
-            shape, dtype = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim // 32 * 34), np.uint8
+            k_shape = v_shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, hd // 32 * 34)
+            dtype: Any = np.uint8
+        elif kv_type == "f32":
+            k_shape = (cfg.n_layer, cfg.n_head_kv, hd, n_ctx)
+            dtype = np.float32
+            self.attention = K.attention_f32
+            self.store = self._store_f32  # type: ignore[method-assign]
         else:
-            shape, dtype = (cfg.n_layer, cfg.n_head_kv, n_ctx, cfg.head_dim), np.float16
+            dtype = np.float16
         # np.zeros maps fresh pages lazily: memory is committed as the context fills.
-        self.k = np.zeros(shape, dtype=dtype)
-        self.v = np.zeros(shape, dtype=dtype)
+        self.k = np.zeros(k_shape, dtype=dtype)
+        self.v = np.zeros(v_shape, dtype=dtype)
         self.n_ctx = n_ctx
         self.kv_type = kv_type
 
@@ -205,10 +225,17 @@ class KVCache:
         K.kv_store(self.k[layer], np.ascontiguousarray(k), pos0)
         K.kv_store(self.v[layer], np.ascontiguousarray(v), pos0)
 
+    def _store_f32(self, layer: int, pos0: int, k: np.ndarray, v: np.ndarray) -> None:
+        m = k.shape[0]
+        if pos0 < 0 or pos0 + m > self.n_ctx:
+            raise ValueError(f"{m} rows at position {pos0} do not fit the cache of {self.n_ctx}")
+        self.k[layer][:, :, pos0 : pos0 + m] = k.transpose(1, 2, 0)
+        self.v[layer][:, pos0 : pos0 + m] = v.transpose(1, 0, 2)
+
 
 def linear(x: np.ndarray, w: Any, bias: np.ndarray | None = None) -> np.ndarray:
-    """x @ w.T (+ bias)."""
-    y = K.matmul(w, x)
+    """x @ w.T (+ bias); w is a KernelMatrix (formats/source.py)."""
+    y = w.matmul(x)
     if bias is not None:
         y += bias
     return y
@@ -225,25 +252,60 @@ def split_qkv(qkv: np.ndarray, cfg: DecoderConfig) -> tuple[np.ndarray, np.ndarr
     return q, k, v
 
 
+class TableRope:
+    """RoPE from precomputed tables (ROPE_TABLES). With LongRoPE's second pair, every token of a
+    call uses the long tables once the call's total length exceeds rope.scaling.original_context_length
+    (the If on total sequence length in onnxruntime-genai's graphs), else the short ones; the keys
+    already cached keep the rotation they were stored with, as in onnxruntime."""
+
+    def __init__(self, cfg: DecoderConfig, w: dict[str, Any]) -> None:
+        self.short = (w["rope_cos.weight"], w["rope_sin.weight"])
+        long = (w.get("rope_cos_long.weight"), w.get("rope_sin_long.weight"))
+        self.long = long if long[0] is not None and long[1] is not None else None
+        self.switch = cfg.rope_original_ctx if self.long is not None else 0
+        self.n_rot, self.neox = cfg.n_rot, cfg.rope_neox
+
+    def __call__(self, x: np.ndarray, positions: np.ndarray) -> None:
+        cos, sin = self.short
+        if self.long is not None and int(positions[-1]) >= self.switch:
+            cos, sin = self.long
+        K.rope_cache(x, positions, cos, sin, self.n_rot, self.neox)
+
+
+def has_rope_tables(w: dict[str, Any]) -> bool:
+    return "rope_cos.weight" in w and "rope_sin.weight" in w
+
+
 class SelfAttention:
     """RoPE, cache update and causal attention, with every setting fixed once at load.
 
     q_prescale: scale q by 1/sqrt(head_dim) before attention (Phi does this to keep f16 scores in
-    range) instead of scaling the scores.
+    range) instead of scaling the scores. ``weights`` (the model's global tensors) supply the
+    rotary tables when the source has them; otherwise angles come from rope.freq_base and
+    ``freq_factors``.
     """
 
     def __init__(
-        self, cfg: DecoderConfig, *, q_prescale: bool, freq_factors: np.ndarray | None = None
+        self,
+        cfg: DecoderConfig,
+        *,
+        q_prescale: bool,
+        freq_factors: np.ndarray | None = None,
+        weights: dict[str, Any] | None = None,
     ) -> None:
-        self.rope = functools.partial(
-            K.rope,
-            n_rot=cfg.n_rot,
-            freq_base=cfg.rope_base,
-            neox=cfg.rope_neox,
-            freq_factors=freq_factors,
-            freq_scale=cfg.rope_freq_scale,
-            attn_factor=cfg.rope_attn_factor,
-        )
+        self.rope: Callable[[np.ndarray, np.ndarray], Any]
+        if weights is not None and has_rope_tables(weights):
+            self.rope = TableRope(cfg, weights)
+        else:
+            self.rope = functools.partial(
+                K.rope,
+                n_rot=cfg.n_rot,
+                freq_base=cfg.rope_base,
+                neox=cfg.rope_neox,
+                freq_factors=freq_factors,
+                freq_scale=cfg.rope_freq_scale,
+                attn_factor=cfg.rope_attn_factor,
+            )
         scale = 1.0 / math.sqrt(cfg.head_dim)
         self.q_scale = np.float32(scale) if q_prescale else None
         self.score_scale = 1.0 if q_prescale else scale
@@ -266,7 +328,7 @@ class SelfAttention:
         cache.store(layer, pos0, k, v)
         if self.q_scale is not None:
             q *= self.q_scale
-        out = K.attention(
+        out = cache.attention(
             q, cache.k[layer], cache.v[layer], pos0, self.score_scale, window=self.window
         )
         return out.reshape(q.shape[0], self.n_out)

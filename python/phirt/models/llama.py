@@ -46,19 +46,19 @@ TENSORS = [
 
 
 class Llama:
-    def __init__(self, gguf: Any, cfg: DecoderConfig, n_ctx: int) -> None:
+    def __init__(self, source: Any, cfg: DecoderConfig, n_ctx: int) -> None:
         self.cfg = cfg
-        w = load_weights(gguf, TENSORS, cfg)
+        w = load_weights(source, TENSORS, cfg)
         self.w, self.layers = w.globals, w.layers
         self.output = self.w.get("output.weight", self.w["token_embd.weight"])
         self.attention = SelfAttention(
-            cfg, q_prescale=False, freq_factors=self.w.get("rope_freqs.weight")
+            cfg, q_prescale=False, freq_factors=self.w.get("rope_freqs.weight"), weights=self.w
         )
 
     def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
         cfg, w = self.cfg, self.w
         m = tokens.shape[0]
-        x = K.get_rows(w["token_embd.weight"], tokens)
+        x = w["token_embd.weight"].get_rows(tokens)
         for i, lw in enumerate(self.layers):
             h = K.rms_norm(x, lw["attn_norm.weight"], cfg.norm_eps)
             q = linear(h, lw["attn_q.weight"]).reshape(m, cfg.n_head, cfg.head_dim)

@@ -58,16 +58,17 @@ TENSORS = [
 
 
 class Phi2:
-    def __init__(self, gguf: Any, cfg: DecoderConfig, n_ctx: int) -> None:
+    def __init__(self, source: Any, cfg: DecoderConfig, n_ctx: int) -> None:
         self.cfg = cfg
-        w = load_weights(gguf, TENSORS, cfg)
+        w = load_weights(source, TENSORS, cfg)
         self.w, self.layers = w.globals, w.layers
         for i, lw in enumerate(self.layers):
             fused = "attn_qkv.weight" in lw
             separate = all(f"attn_{x}.weight" in lw for x in "qkv")
             if not (fused or separate):
-                raise FormatError(f"layer {i} has neither attn_qkv nor attn_q/k/v", gguf.path)
-        self.attention = SelfAttention(cfg, q_prescale=True)
+                raise FormatError(f"layer {i} has neither attn_qkv nor attn_q/k/v", source.path)
+        self.attention = SelfAttention(cfg, q_prescale=True, weights=self.w)
+        self.gelu = K.gelu_tanh if cfg.numerics == "onnxruntime" else K.gelu
 
     def _qkv(self, h: np.ndarray, lw: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cfg = self.cfg
@@ -85,13 +86,13 @@ class Phi2:
 
     def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
         cfg, w = self.cfg, self.w
-        x = K.get_rows(w["token_embd.weight"], tokens)
+        x = w["token_embd.weight"].get_rows(tokens)
         for i, lw in enumerate(self.layers):
             h = K.layer_norm(x, lw["attn_norm.weight"], lw["attn_norm.bias"], cfg.norm_eps)
             q, k, v = self._qkv(h, lw)
             a = self.attention(q, k, v, positions, cache, i)
             a = linear(a, lw["attn_output.weight"], lw["attn_output.bias"])
-            f = K.gelu(linear(h, lw["ffn_up.weight"], lw["ffn_up.bias"]))
+            f = self.gelu(linear(h, lw["ffn_up.weight"], lw["ffn_up.bias"]))
             a += linear(f, lw["ffn_down.weight"], lw["ffn_down.bias"])
             x += a
         return K.layer_norm(x, w["output_norm.weight"], w["output_norm.bias"], cfg.norm_eps)

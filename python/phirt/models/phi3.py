@@ -49,20 +49,22 @@ TENSORS = [
 class Phi3:
     """Weights plus forward pass; buffers come from the caller's KV cache."""
 
-    def __init__(self, gguf: Any, cfg: DecoderConfig, n_ctx: int) -> None:
+    def __init__(self, source: Any, cfg: DecoderConfig, n_ctx: int) -> None:
         self.cfg = cfg
-        w = load_weights(gguf, TENSORS, cfg)
+        w = load_weights(source, TENSORS, cfg)
         self.w, self.layers = w.globals, w.layers
         self.output = self.w.get("output.weight", self.w["token_embd.weight"])
         # LongRoPE: llama.cpp picks the factor set once, from the context size.
         use_long = cfg.rope_original_ctx and n_ctx > cfg.rope_original_ctx
         key = "rope_factors_long.weight" if use_long else "rope_factors_short.weight"
-        self.attention = SelfAttention(cfg, q_prescale=True, freq_factors=self.w.get(key))
+        self.attention = SelfAttention(
+            cfg, q_prescale=True, freq_factors=self.w.get(key), weights=self.w
+        )
 
     def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
         """Hidden states after the final norm, (m, n_embd), for tokens at `positions`."""
         cfg, w = self.cfg, self.w
-        x = K.get_rows(w["token_embd.weight"], tokens)
+        x = w["token_embd.weight"].get_rows(tokens)
         for i, lw in enumerate(self.layers):
             h = K.rms_norm(x, lw["attn_norm.weight"], cfg.norm_eps)
             q, k, v = split_qkv(linear(h, lw["attn_qkv.weight"]), cfg)

@@ -1,0 +1,95 @@
+"""The model-source interface: what an architecture module (models/phi3.py, ...) needs from a file
+format, and nothing of the format itself.
+
+A source is a GGUF file (formats/gguf.py ``GGUFFile``) or an ONNX Runtime GenAI folder
+(formats/onnx_source.py ``OnnxSource``); ``formats.open_model(path)`` picks one. Either way it
+offers
+
+- ``arch``: the GGUF architecture name (phi3, phi2, llama) that selects the module,
+- ``metadata``: hyper-parameters, tokenizer and chat template under their GGUF keys
+  (``phi3.block_count``, ``tokenizer.ggml.tokens``, ``tokenizer.chat_template``, ...),
+- ``tensors``: the weights by canonical GGUF name (``blk.0.attn_qkv.weight``), each with its numpy
+  shape and a ``load()`` that returns what the forward pass uses: a float32 array for vectors
+  (norms, biases, rope factors and tables), a ``KernelMatrix`` for matrices.
+
+A ``KernelMatrix`` is a weight matrix W (n rows x k) as the kernels hold it; ``matmul(x)`` is
+x @ W.T with the format's own numerics (GGML activation blocks for GGUF types, onnxruntime's
+accuracy_level rules for MatMulNBits), ``get_rows(ids)`` the embedding lookup. Both are bound once
+at load, so ``linear()`` calls one method per matrix per step with no type tests.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from phirt import _kernels as K
+
+__all__ = ["NUMERICS_KEY", "GGMLMatrix", "KernelMatrix", "ModelSource", "SourceTensor"]
+
+# Metadata a source may add beyond GGUF's keys: whose arithmetic its own runtime uses where phirt
+# has a choice ("ggml", the default, or "onnxruntime"; models/common.py DecoderConfig.numerics).
+NUMERICS_KEY = "phirt.numerics"
+
+
+@runtime_checkable
+class KernelMatrix(Protocol):
+    """A weight matrix (n x k) ready for the kernels."""
+
+    n: int
+    k: int
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        """y (m, n) = x (m, k) @ W.T."""
+        ...
+
+    def get_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` (int32) of W as float32 (len(ids), k): the embedding lookup."""
+        ...
+
+
+class SourceTensor(Protocol):
+    """One tensor of a source under its canonical GGUF name."""
+
+    name: str
+    shape: tuple[int, ...]  # numpy order: (out_features, in_features) for matrices
+
+    def load(self) -> Any:
+        """float32 array (1-D tensors) or KernelMatrix (2-D)."""
+        ...
+
+
+class ModelSource(Protocol):
+    """A model file or folder, read and validated (see the module doc)."""
+
+    path: str
+    metadata: Mapping[str, Any]
+    tensors: Mapping[str, SourceTensor]
+    native_kv_type: (
+        str  # the KV cache the format's own runtime keeps (llama.cpp f16, onnxruntime f32)
+    )
+
+    @property
+    def arch(self) -> str | None: ...
+
+    def prefault(self, names: Iterable[str]) -> None:
+        """Bring these tensors' pages into memory before the first token reads them."""
+        ...
+
+
+class GGMLMatrix:
+    """A K.QMatrix (GGML block types, F16, BF16, F32) as a KernelMatrix; ``q`` is the QMatrix."""
+
+    __slots__ = ("get_rows", "k", "matmul", "n", "q")
+
+    def __init__(self, q: Any) -> None:
+        self.q = q
+        self.n, self.k = int(q.n), int(q.k)
+        self.matmul = functools.partial(K.matmul, q)
+        self.get_rows = functools.partial(K.get_rows, q)
+
+    def __repr__(self) -> str:
+        return f"GGMLMatrix(n={self.n}, k={self.k}, type={self.q.type})"
