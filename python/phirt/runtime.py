@@ -194,7 +194,11 @@ def load(
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder")
     selection = choose(
-        probe_all(path, device, [backend] if backend else None), path, device, backend, convert
+        probe_all(path, device, [backend] if backend else None, quick=device == "auto"),
+        path,
+        device,
+        backend,
+        convert,
     )
     reason = selection.reason
     if selection.convert is not None:

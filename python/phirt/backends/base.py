@@ -15,6 +15,7 @@ Vendor packages are imported inside their backend's methods only: `import phirt`
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 from abc import ABC, abstractmethod
@@ -52,6 +53,9 @@ class Device:
     kind: str  # CPU, GPU or NPU: what device="auto" ranks by
     family: str = ""  # "cuda", "metal", "dml", "qnn", ... (device= may name it)
     detail: str = ""  # what the stack says about it (a GPU's name), for doctor
+    # used only when its backend is asked for by name (llama.cpp's CPU path: phirt's own kernels
+    # are the CPU backend, and llama.cpp there is a comparison, not a choice)
+    named_only: bool = False
 
     @property
     def is_accelerator(self) -> bool:
@@ -128,6 +132,8 @@ class Backend(ABC):
     packages: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None]  # `pip install phirt[extra]` that installs it
     exposes_logits: ClassVar[bool]
+    # when devices() lists candidates rather than hardware found, doctor says so with this
+    devices_note: ClassVar[str] = ""
 
     def version(self) -> str | None:
         """The installed package's version, without importing it; None when not installed."""
@@ -140,6 +146,17 @@ class Backend(ABC):
 
     def missing(self) -> str:
         return f"{self.packages[0]} is not installed (pip install 'phirt[{self.extra}]')"
+
+    def refuses(self, path: str) -> str | None:
+        """Why this backend cannot read `path` on any device (its format), from headers and
+        configs only, before any device is enumerated; None when devices must be asked."""
+        return None
+
+    def no_accelerator(self) -> str | None:
+        """A cheap proof, without importing the stack, that it has no accelerator here (so under
+        device="auto", with phirt's kernels able to run the model, it cannot win); None when only
+        asking the stack can tell."""
+        return None
 
     @abstractmethod
     def devices(self) -> list[Device]:
@@ -181,6 +198,20 @@ def model_kind(path: str | os.PathLike[str]) -> str:
     if "config.json" in names and any(n.endswith(".safetensors") for n in names):
         return "safetensors"
     return "unknown"
+
+
+def gguf_header(path: str) -> Any:
+    """The GGUFFile of `path`, parsed once per process while the file is unchanged: every
+    backend's probe reads the same header (a big vocabulary takes ~0.1 s to parse)."""
+    st = os.stat(path)
+    return _gguf_header(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_header(path: str, size: int, mtime: int) -> Any:
+    from phirt.formats.gguf import GGUFFile
+
+    return GGUFFile(path)
 
 
 KIND_NAMES = {

@@ -17,7 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from phirt.backends.base import CPU, GPU, Backend, Device, Engine, OpenOptions, Probe, model_kind
+from phirt.backends.base import (
+    CPU,
+    GPU,
+    Backend,
+    Device,
+    Engine,
+    OpenOptions,
+    Probe,
+    gguf_header,
+    model_kind,
+)
 from phirt.errors import ContextFullError, PhirtError, UnsupportedError
 
 # ggml backend library name fragment -> device family
@@ -52,24 +62,44 @@ class LlamaCppBackend(Backend):
     extra = "cuda"
     exposes_logits = True
 
+    def no_accelerator(self) -> str | None:
+        if sys.platform == "darwin":
+            return None
+        import importlib.util
+
+        spec = importlib.util.find_spec("llama_cpp")
+        locations = spec.submodule_search_locations if spec else None
+        if not locations:
+            return None
+        libdir = os.path.join(list(locations)[0], "lib")
+        names = " ".join(os.listdir(libdir)) if os.path.isdir(libdir) else ""
+        if not names or any(f"ggml-{key}" in names for key in _GPU_LIBS):
+            return None
+        return "CPU-only build (no GPU backend library in llama_cpp/lib)"
+
     def devices(self) -> list[Device]:
         import llama_cpp
 
-        cpu = Device("cpu", CPU, "cpu", "CPU (used only when backend='llamacpp' is asked for)")
+        cpu = Device("cpu", CPU, "cpu", "used only when backend='llamacpp' is asked for", True)
         if not llama_cpp.llama_supports_gpu_offload():
             return [cpu]
         family = _gpu_family()
         return [Device(family, GPU, family, f"llama.cpp {family} build, all layers offloaded"), cpu]
 
-    def probe(self, path: str, device: Device) -> Probe:
+    def refuses(self, path: str) -> str | None:
         if model_kind(path) != "gguf":
-            return self.no(device, "reads GGUF files only")
+            return "reads GGUF files only"
         try:
-            from phirt.formats.gguf import GGUFFile
-
-            arch = GGUFFile(path).arch
+            gguf_header(path)
         except PhirtError as err:
-            return self.no(device, f"the file does not read as GGUF: {err.message}")
+            return f"the file does not read as GGUF: {err.message}"
+        return None
+
+    def probe(self, path: str, device: Device) -> Probe:
+        refusal = self.refuses(path)
+        if refusal is not None:
+            return self.no(device, refusal)
+        arch = gguf_header(path).arch
         where = "all layers offloaded" if device.kind == GPU else "CPU-only build"
         return self.yes(device, f"llama.cpp {self.version()} ({arch}), {where}")
 

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from phirt.backends.base import CPU, GPU, Backend, Device, Engine, OpenOptions, Probe, model_kind
+from phirt.backends.base import (
+    CPU,
+    GPU,
+    Backend,
+    Device,
+    Engine,
+    OpenOptions,
+    Probe,
+    gguf_header,
+    model_kind,
+)
 from phirt.errors import ContextFullError, FormatError, PhirtError, UnsupportedError
 
 PREFILL_BATCH = 512
@@ -37,12 +48,30 @@ def _has_model_type(model_type: str) -> bool:
     )
 
 
+def _model_type(path: str) -> str:
+    from phirt.backends.folder import hf_config
+
+    return str(hf_config(path).get("model_type", ""))
+
+
 class MLXBackend(Backend):
     name = "mlx"
     title = "MLX (mlx-lm)"
     packages = ("mlx-lm",)
     extra = "mlx"
     exposes_logits = True
+
+    def no_accelerator(self) -> str | None:
+        # Metal exists on macOS only; elsewhere an MLX GPU is the CUDA build (package mlx-cuda)
+        if sys.platform == "darwin":
+            return None
+        import importlib.metadata
+
+        try:
+            importlib.metadata.version("mlx-cuda")
+            return None
+        except importlib.metadata.PackageNotFoundError:
+            return "no Metal (not macOS) and no mlx-cuda build"
 
     def devices(self) -> list[Device]:
         try:
@@ -57,37 +86,46 @@ class MLXBackend(Backend):
             return [Device("cuda", GPU, "cuda", "MLX CUDA backend")]
         return [Device("cpu", CPU, "cpu", "MLX CPU backend (no Metal here)")]
 
-    def probe(self, path: str, device: Device) -> Probe:
+    def refuses(self, path: str) -> str | None:
         kind = model_kind(path)
         if kind == "gguf":
-            return self._probe_gguf(path, device)
+            return self._gguf_refusal(path)
         if kind != "safetensors":
-            return self.no(device, "reads mlx-lm / Hugging Face safetensors folders only")
+            return "reads mlx-lm / Hugging Face safetensors folders only"
         from phirt.backends.folder import hf_config
 
         try:
             model_type = str(hf_config(path).get("model_type", ""))
         except FormatError as err:
-            return self.no(device, err.message)
+            return err.message
         if not _has_model_type(model_type):
-            return self.no(device, f"mlx-lm {self.version()} has no model_type '{model_type}'")
+            return f"mlx-lm {self.version()} has no model_type '{model_type}'"
         if not (Path(path) / "tokenizer.json").is_file():
-            return self.no(device, "the folder has no tokenizer.json")
+            return "the folder has no tokenizer.json"
+        return None
+
+    def probe(self, path: str, device: Device) -> Probe:
+        refusal = self.refuses(path)
+        if refusal is not None:
+            return self.no(device, refusal)
+        if model_kind(path) == "gguf":
+            return self._probe_gguf(path, device)
+        model_type = _model_type(path)
         return self.yes(device, f"mlx-lm {self.version()} ({model_type}) on {device.name}")
 
-    def _probe_gguf(self, path: str, device: Device) -> Probe:
+    def _gguf_refusal(self, path: str) -> str | None:
         from phirt.quantize.mlx import MLX_ARCHS
 
         try:
-            from phirt.formats.gguf import GGUFFile
-
-            g = GGUFFile(path)
+            g = gguf_header(path)
         except PhirtError as err:
-            return self.no(device, f"the file does not read as GGUF: {err.message}")
+            return f"the file does not read as GGUF: {err.message}"
         if g.arch not in MLX_ARCHS:
-            return self.no(
-                device, f"reads mlx-lm folders; phirt has no mlx export for '{g.arch}' GGUF files"
-            )
+            return f"reads mlx-lm folders; phirt has no mlx export for '{g.arch}' GGUF files"
+        return None
+
+    def _probe_gguf(self, path: str, device: Device) -> Probe:
+        g = gguf_header(path)
         types = sorted({t.type_name for t in g.tensors.values() if len(t.shape) > 1})
         return self.no(
             device,

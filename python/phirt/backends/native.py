@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import platform
 
-from phirt.backends.base import CPU, Backend, Device, Engine, OpenOptions, Probe, model_kind
+from phirt.backends.base import (
+    CPU,
+    Backend,
+    Device,
+    Engine,
+    OpenOptions,
+    Probe,
+    gguf_header,
+    model_kind,
+)
 from phirt.errors import PhirtError
 
 
@@ -50,10 +59,9 @@ class NativeBackend(Backend):
         kind = model_kind(path)
         try:
             if kind == "gguf":
-                from phirt.formats.gguf import GGUFFile
                 from phirt.models.registry import find_architecture
 
-                gguf = GGUFFile(path)
+                gguf = gguf_header(path)
                 find_architecture(gguf.arch or "<missing general.architecture>", gguf.path)
             else:
                 # Whatever else the native loader learns to read (ONNX folders come through the

@@ -10,7 +10,9 @@ strings, max_tokens): the pipeline is told to ignore EOS and is cancelled when p
 
 from __future__ import annotations
 
+import glob
 import queue
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -26,6 +28,7 @@ from phirt.backends.base import (
     Engine,
     OpenOptions,
     Probe,
+    gguf_header,
     model_kind,
 )
 from phirt.errors import PhirtError, UnsupportedError
@@ -53,6 +56,15 @@ class OpenVINOBackend(Backend):
     extra = "openvino"
     exposes_logits = False
 
+    def no_accelerator(self) -> str | None:
+        # Intel GPUs are reached through a DRM render node, NPUs through an accel node: without
+        # either, OpenVINO on Linux has only its CPU plugin
+        if not sys.platform.startswith("linux"):
+            return None
+        if glob.glob("/dev/dri/renderD*") or glob.glob("/dev/accel/accel*"):
+            return None
+        return "no Intel GPU or NPU device node (/dev/dri/renderD*, /dev/accel/*)"
+
     def devices(self) -> list[Device]:
         import openvino as ov
 
@@ -66,16 +78,20 @@ class OpenVINOBackend(Backend):
             out.append(Device(name, _kind(name), name.split(".")[0].lower(), detail))
         return out
 
-    def probe(self, path: str, device: Device) -> Probe:
+    def refuses(self, path: str) -> str | None:
         kind = model_kind(path)
         if kind == "openvino":
-            return self.yes(device, f"openvino-genai {self.version()}, IR folder on {device.name}")
+            return None
         if kind != "gguf":
-            return self.no(device, "reads OpenVINO IR folders and some GGUF files only")
-        why = gguf_refusal(path)
-        if why:
-            return self.no(device, why)
-        return self.yes(device, f"openvino-genai {self.version()}, GGUF on {device.name}")
+            return "reads OpenVINO IR folders and some GGUF files only"
+        return gguf_refusal(path)
+
+    def probe(self, path: str, device: Device) -> Probe:
+        refusal = self.refuses(path)
+        if refusal is not None:
+            return self.no(device, refusal)
+        what = "IR folder" if model_kind(path) == "openvino" else "GGUF"
+        return self.yes(device, f"openvino-genai {self.version()}, {what} on {device.name}")
 
     def open(self, path: str, device: Device, options: OpenOptions) -> Engine:
         return OpenVINOEngine(path, device, options)
@@ -83,10 +99,8 @@ class OpenVINOBackend(Backend):
 
 def gguf_refusal(path: str) -> str | None:
     """Why openvino-genai's GGUF reader would refuse this file, or None."""
-    from phirt.formats.gguf import GGUFFile
-
     try:
-        g = GGUFFile(path)
+        g = gguf_header(path)
     except PhirtError as err:
         return f"the file does not read as GGUF: {err.message}"
     if g.arch not in GGUF_ARCHS:

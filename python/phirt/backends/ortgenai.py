@@ -51,6 +51,7 @@ class OrtGenAIBackend(Backend):
     packages = ("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime-genai-directml")
     extra = "onnx"
     exposes_logits = True
+    devices_note = "execution providers, each probed per model by creating it"
 
     def __init__(self) -> None:
         # (folder, provider) -> the created og.Model, or the error text creating it gave
@@ -75,10 +76,15 @@ class OrtGenAIBackend(Backend):
                 self._models[key] = _one_line(exc)
         return self._models[key]
 
+    def refuses(self, path: str) -> str | None:
+        if model_kind(path) != "onnx":
+            return "reads ONNX Runtime GenAI folders (genai_config.json) only"
+        return None
+
     def probe(self, path: str, device: Device) -> Probe:
-        kind = model_kind(path)
-        if kind != "onnx":
-            return self.no(device, "reads ONNX Runtime GenAI folders (genai_config.json) only")
+        refusal = self.refuses(path)
+        if refusal is not None:
+            return self.no(device, refusal)
         model = self._model(path, device.name)
         if isinstance(model, str):
             return self.no(device, f"provider {device.name} did not load the model: {model}")

@@ -7,7 +7,8 @@ silicon, nothing):
 1. Only answers that match the request count: device= ("auto", "cpu", "gpu", "npu", "cuda",
    "metal", "GPU.1", ...) and backend= when given.
 2. An accelerator beats the CPU: GPU first, then NPU, then CPU.
-3. Within a kind, a backend that reads the file as it is beats one that needs phirt to convert it;
+3. A device marked named_only (llama.cpp's CPU path) counts only when its backend is named.
+4. Within a kind, a backend that reads the file as it is beats one that needs phirt to convert it;
    then the order of PREFERENCE (phirt native first, so it wins between CPU backends).
 """
 
@@ -43,14 +44,31 @@ def probe_all(
     device: str = "auto",
     backends: Sequence[str] | None = None,
     devices: Mapping[str, Sequence[Device]] | None = None,
+    quick: bool = False,
 ) -> list[Probe]:
-    """Every backend's answer for `path` on each of its devices that matches `device`.
-    `devices` replaces what a backend's own discovery finds (tests of the probe layer)."""
+    """Every backend's answer for `path` on each of its devices that matches `device`. A backend
+    that cannot read the format at all answers once, without enumerating devices (or importing
+    its stack). `devices` replaces what a backend's own discovery finds (tests of the probe
+    layer).
+
+    quick (phirt.load with device="auto"): once phirt native accepts the model, only an
+    accelerator can beat it, so a backend with a cheap proof that it has none (no GPU library in
+    its build, no GPU device node) is not imported to enumerate devices; `phirt doctor` asks
+    every stack in full."""
     out: list[Probe] = []
+    native_ok = False
     for name in backends or PREFERENCE:
         backend = get_backend(name)
         if backend.packages and backend.version() is None:
             out.append(backend.unavailable(backend.missing()))
+            continue
+        refusal = backend.refuses(path)
+        if refusal is not None:
+            out.append(backend.no(None, refusal))
+            continue
+        none_here = backend.no_accelerator() if quick and native_ok and devices is None else None
+        if none_here is not None:
+            out.append(backend.no(None, f"{none_here}; on the CPU phirt native is preferred"))
             continue
         found = list(devices[name]) if devices and name in devices else backend.devices()
         if not found:
@@ -61,7 +79,9 @@ def probe_all(
             seen = ", ".join(d.name for d in found)
             out.append(backend.no(None, f"no device matches device='{device}' (it sees {seen})"))
             continue
-        out.extend(backend.probe(path, d) for d in wanted)
+        answers = [backend.probe(path, d) for d in wanted]
+        native_ok = native_ok or (name == "native" and any(p.ok for p in answers))
+        out.extend(answers)
     return out
 
 
@@ -96,6 +116,7 @@ def choose(
         for p in probes
         if p.device is not None
         and (backend is None or p.backend == backend)
+        and (backend == p.backend or not p.device.named_only)
         and (p.ok or (convert and p.convert is not None and (explicit or p.device.is_accelerator)))
     ]
     if not usable:
@@ -103,7 +124,9 @@ def choose(
             s for s in (f"backend='{backend}'" if backend else "", f"device='{device}'") if s
         )
         relevant = [p for p in probes if backend is None or p.backend == backend]
-        why = "; ".join(f"{p.backend}: {p.reason}" for p in _one_per_backend(relevant))
+        why = "; ".join(
+            f"{p.backend}: {_why_not(p, None, None)}" for p in _one_per_backend(relevant)
+        )
         raise UnsupportedError(f"no backend can run this model with {asked}: {why}", path)
     best = min(usable, key=_rank)
     assert best.device is not None
@@ -135,15 +158,17 @@ def _one_per_backend(probes: Sequence[Probe]) -> list[Probe]:
     ]
 
 
-def _why_not(p: Probe, chosen: Probe, backend: str | None) -> str:
+def _why_not(p: Probe, chosen: Probe | None, backend: str | None) -> str:
     if backend is not None:
         return f"not requested ({p.reason})" if p.ok else p.reason
-    if not p.ok:
+    if p.ok and p.device is not None and p.device.named_only:
+        return f"{p.reason}: runs on the {p.device.kind.upper()} only when backend='{p.backend}'"
+    if not p.ok or chosen is None:
         if p.convert is not None and p.device is not None and not p.device.is_accelerator:
             return f"{p.reason} (device='auto' converts only for an accelerator)"
         return p.reason
     assert p.device is not None and chosen.device is not None
-    if p.device.kind == CPU and chosen.device.kind == CPU:
+    if p.device.kind == CPU and chosen.device.kind == CPU and chosen.backend == "native":
         return f"could run it on the CPU, but phirt native is preferred there ({p.reason})"
     if KIND_RANK[p.device.kind] > KIND_RANK[chosen.device.kind]:
         return f"could run it on {p.device}, but {chosen.device.kind.upper()} ranks higher"
