@@ -179,6 +179,7 @@ def load(
     kv_type: str = "f16",
     backend: str | None = None,
     convert: bool = True,
+    backend_options: dict[str, Any] | None = None,
 ) -> Model:
     """Load a model: a GGUF file, or a folder a backend reads (ONNX Runtime GenAI, OpenVINO IR,
     mlx-lm). device: "auto" (an accelerator when a backend can run the model on one, else
@@ -186,7 +187,9 @@ def load(
     name ("GPU.1"); backend: "native", "llamacpp", "ortgenai", "openvino" or "mlx" to insist on
     one. Model.backend_reason names the choice and why every other backend was not chosen.
     convert: allow phirt to convert the model once into its cache when only the converted form
-    runs on the chosen backend (a GGUF for MLX on a Mac). kv_type (native): "f16" or "q8_0"."""
+    runs on the chosen backend (a GGUF for MLX on a Mac). kv_type (native, llamacpp): "f16" or
+    "q8_0". backend_options: passed to the vendor stack as they are (OpenVINO properties such as
+    {"INFERENCE_PRECISION_HINT": "f32"})."""
     from phirt.backends.convert import converted_path
     from phirt.backends.selection import choose, get_backend, probe_all
 
@@ -204,6 +207,6 @@ def load(
     if selection.convert is not None:
         path, note = converted_path(path, selection.convert)
         reason = f"{reason} [{note}]"
-    options = OpenOptions(n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type)
+    options = OpenOptions(n_ctx, n_threads, kv_type, dict(backend_options or {}))
     engine = get_backend(selection.backend).open(path, selection.device, options)
     return Model(engine, reason)

@@ -89,7 +89,7 @@ class OpenOptions:
     n_ctx: int | None = None
     n_threads: int | None = None
     kv_type: str = "f16"
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # backend_options, given to the stack
 
 
 class Engine(Protocol):

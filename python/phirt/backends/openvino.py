@@ -148,7 +148,7 @@ class OpenVINOEngine:
             trained = int(config.get("max_position_embeddings") or DEFAULT_MAX_CTX)
             self.n_vocab = int(config.get("vocab_size") or self.tokenizer.vocab_size)
         self.n_ctx = options.n_ctx or min(trained, DEFAULT_MAX_CTX)
-        props: dict[str, Any] = {}
+        props: dict[str, Any] = dict(options.extra)
         if device.kind == CPU and options.n_threads:
             props["INFERENCE_NUM_THREADS"] = options.n_threads
         try:

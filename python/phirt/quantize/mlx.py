@@ -11,12 +11,12 @@ GGML's 32-wide blocks map onto MLX's affine quantization (w = scale * q + bias p
     Q8_0  d * q, q in int8   -> 8 bits, group 32: q + 128 unsigned, scale = d, bias = -128 d
 
 d and m are f16 and -8 d, -16 d, -128 d are exact in f16 (powers of two), so scales and biases are
-stored as float16, GGML's own numbers. MLX evaluates scale * q + bias in float32, where every
-product and sum here is exact: the weights MLX computes with are bit for bit GGML's. One caveat
-lives in MLX, not the file: dequantizing in float16 would round d * q, so non-quantized tensors
-are float32 and the embedding's scales float32 (mlx-lm's quantized embedding returns rows in its
-scales' type), which keeps activations in float32. Other tensor types (K-quants, F16, BF16) are
-written dequantized as float32, exact but unquantized.
+stored as float16: GGML's own numbers. With float32 activations MLX's quantized_matmul evaluates
+scale * q + bias in float32, where every product and sum here is exact, so the weights it computes
+with are bit for bit GGML's (tests/test_mlx_export.py reads them back). mx.dequantize, however,
+returns the scales' dtype, and float16 would round d * q: the embedding (mlx-lm dequantizes its
+rows) gets float32 scales, and non-quantized tensors are float32, which keeps activations float32.
+Other tensor types (K-quants, F16, BF16) are written dequantized as float32, exact but larger.
 """
 
 from __future__ import annotations
