@@ -115,6 +115,7 @@ def choose(
         p
         for p in probes
         if p.device is not None
+        and p.device.matches(device)
         and (backend is None or p.backend == backend)
         and (backend == p.backend or not p.device.named_only)
         and (p.ok or (convert and p.convert is not None and (explicit or p.device.is_accelerator)))
