@@ -9,6 +9,9 @@ that own each format, so the backends can be compared with phirt native number f
                    OpenVINO GenAI's GGUF reader (llama + byte-level BPE, which it accepts)
     onnx/          onnxruntime-genai's model builder from hf/ (fp32, CPU)
     q4_0.mlx/      phirt's mlx export of q4_0.gguf
+    openvino/      an OpenVINO IR folder: OpenVINO GenAI's own GGUF reader saves the model it
+                   builds from q8_0.gguf (enable_save_ov_model), with tokenizer and config files
+                   beside it as an optimum-intel export has them
 
 SmolLM2's vocabulary (a byte-level BPE one, which OpenVINO's GGUF reader needs) comes from the
 real SmolLM2 file: these fixtures skip without it, like test_smollm2.
@@ -100,6 +103,20 @@ class BackendModels:
             cmd += ["-o", str(out), "-p", "fp32", "-e", "cpu", "-c", str(self.root / "cache")]
             subprocess.run(cmd, check=True, capture_output=True)
             shutil.copy(self.hf() / "generation_config.json", out)
+        return out
+
+    def openvino_ir(self) -> Path:
+        import openvino_genai as ov_genai
+
+        out = self.root / "openvino"
+        if not (out / "openvino_model.xml").is_file():
+            out.mkdir(exist_ok=True)
+            gguf = out / "model.gguf"
+            shutil.copy(self.gguf("q8_0"), gguf)
+            ov_genai.LLMPipeline(str(gguf), "CPU", enable_save_ov_model=True)
+            gguf.unlink()
+            for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+                shutil.copy(self.hf() / name, out / name)
         return out
 
     def mlx(self, qtype: str = "q4_0") -> Path:

@@ -155,6 +155,22 @@ def test_openvino_runs_a_gguf_it_reads_like_native(backend_models) -> None:
 
 
 @pytest.mark.slow
+def test_openvino_runs_an_ir_folder(backend_models) -> None:
+    _installed("openvino")
+    native = phirt.load(backend_models.gguf("q8_0"), backend="native")
+    folder = backend_models.openvino_ir()
+    model = phirt.load(folder, backend_options={"INFERENCE_PRECISION_HINT": "f32"})
+    # auto: native cannot read an IR folder, so OpenVINO runs it (on the CPU here)
+    assert model.backend == "openvino"
+    assert "native: phirt's native loader cannot read it" in model.backend_reason
+    prompt = native.tokenize(PROMPT)
+    assert model.tokenize(PROMPT) == prompt  # tokenizer.json gives the GGUF's tokens
+    ref = greedy_ids(native, prompt, N)
+    steps = reference_steps(native, prompt, ref)
+    assert_same_greedy(greedy_ids(model, prompt, N), ref, steps, 0.02 * float(np.ptp(steps[0])))
+
+
+@pytest.mark.slow
 def test_openvino_stop_handling_and_unhonoured_settings_are_phirts(backend_models) -> None:
     _installed("openvino")
     path = backend_models.gguf("q8_0")
