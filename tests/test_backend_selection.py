@@ -224,3 +224,16 @@ def test_probe_layer_device_filter_and_missing_devices(models) -> None:
     path = str(models.llama("Q4_0"))
     probes = probe_all(path, "npu", backends=["native"])
     assert not probes[0].ok and "no device matches device='npu'" in probes[0].reason
+
+
+def test_import_phirt_needs_no_vendor_package() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, phirt, phirt.backends, phirt.runtime, phirt.cli; "
+        "vendor = {'llama_cpp', 'onnxruntime_genai', 'openvino', 'openvino_genai', 'mlx', 'mlx_lm'}; "
+        "print(sorted(vendor & {m.split('.')[0] for m in sys.modules}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -64,20 +64,50 @@ def test_llamacpp_cpu_matches_native(backend_models) -> None:
 
 
 @pytest.mark.slow
-def test_llamacpp_reuses_and_trims_its_cache(backend_models) -> None:
-    _installed("llamacpp")
-    path = backend_models.gguf("q8_0")
-    model = phirt.load(path, backend="llamacpp")
-    native = phirt.load(path, backend="native")
+@pytest.mark.parametrize("backend", ["llamacpp", "ortgenai", "mlx"])
+def test_follow_up_turns_reuse_and_trim_the_cache(backend_models, backend) -> None:
+    """A second chat turn evaluates only its new tokens (the shared prefix stays in the
+    backend's cache, the rest is trimmed) and answers as a fresh load of the same backend."""
+    _installed(backend)
+    path = {"llamacpp": backend_models.gguf("q8_0"), "mlx": backend_models.hf()}.get(backend)
+    path = path or backend_models.onnx()
+    model = phirt.load(path, backend=backend)
     msgs = [{"role": "user", "content": "Hi"}]
-    for m in (model, native):
-        m.chat(msgs, max_tokens=4, temperature=0)
-    first = model.last_stats
-    again = model.chat(msgs + [{"role": "assistant", "content": "x"}], max_tokens=4, temperature=0)
-    assert model.last_stats.cached_tokens > 0 and first.cached_tokens == 0
-    assert again == native.chat(
-        msgs + [{"role": "assistant", "content": "x"}], max_tokens=4, temperature=0
-    )
+    first = model.chat(msgs, max_tokens=4, temperature=0)
+    assert model.last_stats.cached_tokens == 0
+    follow = [*msgs, {"role": "assistant", "content": first}, {"role": "user", "content": "Why"}]
+    again = model.chat(follow, max_tokens=4, temperature=0)
+    assert model.last_stats.cached_tokens > 0
+    # a different second turn: the cache keeps only the shared prefix
+    other = model.chat([{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0)
+    fresh = phirt.load(path, backend=backend)
+    assert again == fresh.chat(follow, max_tokens=4, temperature=0)
+    fresh.reset()
+    assert other == fresh.chat([{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0)
+
+
+@pytest.mark.slow
+def test_folder_tokenizer_matches_the_gguf_vocabulary(backend_models) -> None:
+    """tokenizer.json (folder backends) and the GGUF vocabulary (native) give the same ids, and
+    streaming decoding gives the same text, word-start spaces included."""
+    from phirt.backends.folder import FolderTokenizer
+    from phirt.tokenizer import Tokenizer
+
+    folder = FolderTokenizer(backend_models.hf())
+    gguf = Tokenizer.from_gguf(backend_models.gguf("q8_0"))
+    text = "Hello world, ünïcode 日本語 🦙 <|im_end|> x  y\n\tz"
+    assert folder.encode(text) == gguf.encode(text)
+    ids = gguf.encode(" France is Paris. 🦙 über", add_bos=False)
+    for strip in (False, True):
+        a, b = (
+            folder.stream_decoder(strip_leading_space=strip),
+            gguf.stream_decoder(strip_leading_space=strip),
+        )
+        assert (
+            "".join(a.push(i) for i in ids) + a.flush()
+            == "".join(b.push(i) for i in ids) + b.flush()
+        )
+    assert folder.eot_ids == gguf.eot_ids and folder.bos_text == gguf.bos_text
 
 
 @pytest.mark.slow
