@@ -176,7 +176,7 @@ def load(
     n_threads: int | None = None,
     n_ctx: int | None = None,
     device: str = "auto",
-    kv_type: str = "f16",
+    kv_type: str | None = None,
     backend: str | None = None,
     convert: bool = True,
     backend_options: dict[str, Any] | None = None,
@@ -187,8 +187,8 @@ def load(
     name ("GPU.1"); backend: "native", "llamacpp", "ortgenai", "openvino" or "mlx" to insist on
     one. Model.backend_reason names the choice and why every other backend was not chosen.
     convert: allow phirt to convert the model once into its cache when only the converted form
-    runs on the chosen backend (a GGUF for MLX on a Mac). kv_type (native, llamacpp): "f16" or
-    "q8_0". backend_options: passed to the vendor stack as they are (OpenVINO properties such as
+    runs on the chosen backend (a GGUF for MLX on a Mac). kv_type (native, llamacpp): "f16" (the
+    default for GGUF files) or "q8_0". backend_options: passed to the vendor stack as they are (OpenVINO properties such as
     {"INFERENCE_PRECISION_HINT": "f32"})."""
     from phirt.backends.convert import converted_path
     from phirt.backends.selection import choose, get_backend, probe_all

@@ -88,7 +88,7 @@ class OpenOptions:
 
     n_ctx: int | None = None
     n_threads: int | None = None
-    kv_type: str = "f16"
+    kv_type: str | None = None  # None: each backend's default (f16 for GGUF)
     extra: dict[str, Any] = field(default_factory=dict)  # backend_options, given to the stack
 
 

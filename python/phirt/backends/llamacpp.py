@@ -127,7 +127,7 @@ class LlamaCppEngine:
         kw: dict[str, Any] = {}
         if options.kv_type == "q8_0":  # llama.cpp's -ctk q8_0 -ctv q8_0 -fa
             kw.update(type_k=GGML_TYPE_Q8_0, type_v=GGML_TYPE_Q8_0, flash_attn=True)
-        elif options.kv_type != "f16":
+        elif options.kv_type not in (None, "f16"):
             raise UnsupportedError(f"kv_type must be f16 or q8_0, got {options.kv_type!r}", path)
         try:
             self._llm = llama_cpp.Llama(

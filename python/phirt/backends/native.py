@@ -75,9 +75,8 @@ class NativeBackend(Backend):
     def _load(self, path: str, options: OpenOptions) -> Engine:
         from phirt.engine import NativeEngine
 
-        engine = NativeEngine(
-            path, n_ctx=options.n_ctx, n_threads=options.n_threads, kv_type=options.kv_type
-        )
+        kw = {} if options.kv_type is None else {"kv_type": options.kv_type}
+        engine = NativeEngine(path, n_ctx=options.n_ctx, n_threads=options.n_threads, **kw)
         engine.device = self.devices()[0]  # type: ignore[attr-defined]
         return engine  # type: ignore[return-value]
 

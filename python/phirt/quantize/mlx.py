@@ -153,9 +153,23 @@ def _config(arch: str, cfg, meta: dict, tied: bool, rope: dict) -> dict:
 def write_tokenizer(src: str, out: Path) -> None:
     """tokenizer.json + tokenizer_config.json (+ chat template) from the GGUF vocabulary.
 
-    This uses transformers' GGUF tokenizer conversion (transformers comes with mlx-lm, which this
-    folder is for). It is the plug point for phirt's own GGUF-vocabulary -> tokenizer.json export:
-    `export_mlx(..., tokenizer_writer=...)` takes any function with this signature."""
+    phirt's own GGUF-vocabulary exporter (quantize/tokenizer_files.py, from the ONNX export) when
+    this build has it, else transformers' GGUF tokenizer conversion (transformers comes with
+    mlx-lm, which this folder is for). `export_mlx(..., tokenizer_writer=...)` takes any function
+    with this signature."""
+    try:
+        from phirt.quantize.tokenizer_files import write_tokenizer_files  # type: ignore
+    except ImportError:
+        write_tokenizer_files = None
+    if write_tokenizer_files is not None:
+        from phirt.formats.gguf import GGUFFile
+        from phirt.tokenizer import Tokenizer
+
+        g = GGUFFile(src)
+        n_ctx = int(g.metadata.get(f"{g.arch}.context_length", 4096))
+        template = g.metadata.get("tokenizer.chat_template")
+        write_tokenizer_files(Tokenizer.from_metadata(g.metadata, src), out, template, n_ctx)
+        return
     try:
         from transformers import AutoTokenizer
     except ImportError:
