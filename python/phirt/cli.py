@@ -118,7 +118,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     system = [{"role": "system", "content": args.system}] if args.system else []
     messages: list[dict[str, str]] = list(system)
     print(
-        f"phirt chat: {args.model} ({model.backend_reason}). /reset clears, /exit quits.",
+        f"phirt chat: {args.model} ({model.backend_reason.split('; not chosen:')[0]}). "
+        "/reset clears, /exit quits.",
         file=sys.stderr,
         flush=True,
     )

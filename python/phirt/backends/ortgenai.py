@@ -9,6 +9,7 @@ answer, and the model when it loaded, are kept for the rest of the process.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,8 +62,8 @@ class OrtGenAIBackend(Backend):
         # every provider is a candidate; whether it works is only known by creating a model
         return list(PROVIDERS.values()) if self.version() else []
 
-    def _model(self, folder: str, provider: str) -> Any:
-        key = (os.path.realpath(folder), provider)
+    def _model(self, folder: str, provider: str, threads: int | None = None) -> Any:
+        key = (os.path.realpath(folder), provider, threads)
         if key not in self._models:
             import onnxruntime_genai as og
 
@@ -71,6 +72,9 @@ class OrtGenAIBackend(Backend):
                 config.clear_providers()
                 if provider != "cpu":
                     config.append_provider(provider)
+                if threads:
+                    options = {"session_options": {"intra_op_num_threads": threads}}
+                    config.overlay(json.dumps({"model": {"decoder": options}}))
                 self._models[key] = og.Model(config)
             except Exception as exc:  # og raises RuntimeError/OSError with the provider's words
                 self._models[key] = _one_line(exc)
@@ -91,7 +95,7 @@ class OrtGenAIBackend(Backend):
         return self.yes(device, f"onnxruntime-genai {self.version()}, provider {device.name}")
 
     def open(self, path: str, device: Device, options: OpenOptions) -> Engine:
-        model = self._model(path, device.name)
+        model = self._model(path, device.name, options.n_threads)
         if isinstance(model, str):
             raise UnsupportedError(f"onnxruntime-genai ({device.name}): {model}", path)
         return OrtGenAIEngine(path, model, device, options)
