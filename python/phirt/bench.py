@@ -131,11 +131,17 @@ def _logits_rep(engine: Any, prompt: list[int], tg: int) -> Any:
 
 
 def _stream_rep(engine: Any, prompt: list[int], tg: int) -> Any:
+    """Each repetition starts with another first token: a stack with prefix caching (OpenVINO
+    GenAI's default pipeline) would otherwise skip the prefill it is asked to time."""
     from phirt.sampling import SamplingParams
 
     pp, greedy = len(prompt), SamplingParams.greedy()
+    rep = 0
 
     def one_rep() -> tuple[float, float]:
+        nonlocal rep
+        rep += 1
+        prompt[0] = (prompt[0] + rep) % engine.n_vocab
         t = time.perf_counter()
         first = None
         n = 0
