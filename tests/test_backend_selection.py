@@ -237,3 +237,27 @@ def test_import_phirt_needs_no_vendor_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_broken_vendor_stack_is_an_answer_not_a_crash(models, monkeypatch) -> None:
+    """A stack that raises while listing devices or probing (a broken install, a driver error)
+    is reported, and the others still run the model."""
+    import phirt
+    from phirt.backends import get_backend
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("driver exploded\nwith two lines")
+
+    if get_backend("llamacpp").version() is None:
+        pytest.skip("llama-cpp-python is not installed")
+    llamacpp = get_backend("llamacpp")
+    path = str(models.llama("Q4_0"))
+    monkeypatch.setattr(llamacpp, "devices", boom)
+    probes = probe_all(path, backends=["native", "llamacpp"])
+    assert probes[1].reason == "its stack failed to list devices: driver exploded with two lines"
+    monkeypatch.setattr(llamacpp, "devices", lambda: [LLAMA_CPU])
+    monkeypatch.setattr(llamacpp, "probe", boom)
+    probes = probe_all(path, backends=["native", "llamacpp"])
+    assert probes[1].reason.startswith("its probe failed: driver exploded")
+    model = phirt.load(path, device="cpu")
+    assert model.backend == "native"

@@ -74,10 +74,8 @@ class MLXBackend(Backend):
             return "no Metal (not macOS) and no mlx-cuda build"
 
     def devices(self) -> list[Device]:
-        try:
-            import mlx.core as mx
-        except ImportError:  # mlx-lm without mlx (a broken install)
-            return []
+        import mlx.core as mx  # on Linux without mlx[cpu] this fails: probe_all reports it
+
         if mx.metal.is_available():
             info = mx.metal.device_info() if hasattr(mx.metal, "device_info") else {}
             return [Device("metal", GPU, "metal", str(info.get("device_name", "Apple GPU")))]

@@ -70,19 +70,34 @@ def probe_all(
         if none_here is not None:
             out.append(backend.no(None, f"{none_here}; on the CPU phirt native is preferred"))
             continue
-        found = list(devices[name]) if devices and name in devices else backend.devices()
+        try:
+            found = list(devices[name]) if devices and name in devices else backend.devices()
+        except Exception as exc:  # a broken vendor install must not stop the others
+            out.append(backend.unavailable(f"its stack failed to list devices: {_one_line(exc)}"))
+            continue
         if not found:
-            out.append(backend.unavailable(getattr(backend, "no_device_reason", "no device found")))
+            out.append(backend.unavailable("its stack found no device it can use"))
             continue
         wanted = [d for d in found if d.matches(device)]
         if not wanted:
             seen = ", ".join(d.name for d in found)
             out.append(backend.no(None, f"no device matches device='{device}' (it sees {seen})"))
             continue
-        answers = [backend.probe(path, d) for d in wanted]
+        answers = [_probe(backend, path, d) for d in wanted]
         native_ok = native_ok or (name == "native" and any(p.ok for p in answers))
         out.extend(answers)
     return out
+
+
+def _probe(backend: Backend, path: str, device: Device) -> Probe:
+    try:
+        return backend.probe(path, device)
+    except Exception as exc:  # same: an answer, not a crash
+        return backend.no(device, f"its probe failed: {_one_line(exc)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @dataclass(frozen=True)
