@@ -226,7 +226,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except PhirtError as err:
         console.print(f"device='{args.device}': {err}")
     if args.verify:
-        _print_verification(console, verify(path, probes))
+        native = next((p for p in probes if p.backend == "native"), None)
+        if native is None or not native.ok:
+            why = native.reason if native else "not probed"
+            console.print(f"verify: no CPU reference, phirt native cannot run this model ({why})")
+        else:
+            _print_verification(console, verify(path, probes))
     return 0
 
 
