@@ -69,6 +69,11 @@ def _pack(q: np.ndarray, bits: int) -> np.ndarray:
     """(rows, n) unsigned values of `bits` bits -> (rows, n * bits / 32) uint32, MLX's order:
     value i of a row occupies bits [i*bits, (i+1)*bits) of the row's little-endian bit string."""
     rows, n = q.shape
+    if bits in (4, 8):  # whole values per byte: shift and OR per word, no bit string
+        per = 32 // bits
+        lanes = q.reshape(rows, n // per, per).astype(np.uint32)
+        shifts = np.arange(per, dtype=np.uint32) * bits
+        return np.bitwise_or.reduce(lanes << shifts, axis=-1)
     bit_idx = np.arange(bits, dtype=np.uint8)
     bitstr = ((q[..., None] >> bit_idx) & 1).astype(np.uint8).reshape(rows, n * bits)
     return np.packbits(bitstr, axis=-1, bitorder="little").view(np.uint32).reshape(rows, -1)
