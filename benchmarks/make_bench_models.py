@@ -1,4 +1,4 @@
-"""Write the Phi-3-mini-shaped benchmark files of issue 4: random weights, real Phi-3 tokenizer.
+"""Write the Phi-3-mini-shaped benchmark files: random weights, real Phi-3 tokenizer.
 
     python benchmarks/make_bench_models.py /tmp/bench_models --types q4_0,q4_k_m,q8_0
 

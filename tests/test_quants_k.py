@@ -5,7 +5,7 @@ Two external references, both from llama-cpp-python 0.3.36:
   through ctypes on hand-made rows, edge cases included: the bytes must be identical;
 - llama.cpp's file quantizer (llama_model_quantize, "pure" so every matrix gets the type) on a tiny
   F16 GGUF: per tensor, the RMSE of phirt's quantization against the source must be at most
-  1.02 x llama.cpp's (the issue's bar), and the bytes identical (what phirt actually achieves).
+  1.02 x llama.cpp's (our bar), and the bytes identical (what phirt actually achieves).
 Dequantization for the RMSE uses gguf-py's numpy reference, not phirt.
 """
 
