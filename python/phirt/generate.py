@@ -1,7 +1,8 @@
 """The one token generator: every text front end (the API, CLI chat and generate) consumes it.
 
 `phirt bench` does not: it times prefill and decode apart, on fixed token ids with argmax
-instead of sampling, so it calls the engine's `eval` itself (as llama-bench does).
+instead of sampling, so it calls the engine's `eval` itself (as llama-bench does), or times a
+streaming backend's token stream directly.
 
 `generate_steps` drives an engine that exposes logits (prefill with cache reuse, then decode) and
 yields one Step per token with the text it completes; stop tokens, stop strings, max_tokens and a
