@@ -31,6 +31,9 @@ from phirt.backends.base import (
 )
 from phirt.errors import ContextFullError, FormatError, PhirtError, UnsupportedError
 
+# GGUF architecture -> (mlx-lm model_type, HF architecture whose name table applies): what
+# quantize/mlx.py exports. Kept here so the probe needs no quantize import (that pulls gguf-py).
+MLX_ARCHS = {"llama": ("llama", "LlamaForCausalLM"), "phi3": ("phi3", "Phi3ForCausalLM")}
 PREFILL_BATCH = 512
 DEFAULT_MAX_CTX = 4096
 
@@ -112,8 +115,6 @@ class MLXBackend(Backend):
         return self.yes(device, f"mlx-lm {self.version()} ({model_type}) on {device.name}")
 
     def _gguf_refusal(self, path: str) -> str | None:
-        from phirt.quantize.mlx import MLX_ARCHS
-
         try:
             g = gguf_header(path)
         except PhirtError as err:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from phirt.backends.mlx import MLX_ARCHS  # the table lives with the probe (no gguf-py there)
 from phirt.errors import QuantizeError
 
 __all__ = ["MLX_ARCHS", "ExportResult", "export_mlx", "gguf_block_to_mlx", "write_tokenizer"]
@@ -44,9 +45,6 @@ _AFFINE = {
     8: (8, 128, 34),  # Q8_0: d, 32 int8
 }
 _FLOAT_TYPES = {0: "F32", 1: "F16", 30: "BF16"}
-
-# GGUF architecture -> (mlx-lm model_type, HF architecture whose name table applies)
-MLX_ARCHS = {"llama": ("llama", "LlamaForCausalLM"), "phi3": ("phi3", "Phi3ForCausalLM")}
 
 
 def _unpack_q(block_q: np.ndarray, ggml_type: int) -> np.ndarray:
