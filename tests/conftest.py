@@ -9,6 +9,7 @@ from pathlib import Path
 import phirt._kernels as K
 import pytest
 
+from backend_models import BackendModels
 from model_factory import VOCAB_PATH, ModelFactory
 from onnx_factory import OnnxFactory
 
@@ -42,3 +43,13 @@ def each_isa(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         K.set_isa(previous)
+
+
+@pytest.fixture(scope="session")
+def backend_models(tmp_path_factory: pytest.TempPathFactory) -> BackendModels:
+    """One tiny Llama in every format the backends read (hf/, GGUF types, onnx/, mlx), all from
+    the same weights: see backend_models.py. Skips without the real SmolLM2 file (its byte-level
+    BPE vocabulary is the one OpenVINO's GGUF reader accepts)."""
+    from smollm2 import smollm2_path
+
+    return BackendModels(tmp_path_factory.mktemp("backends"), smollm2_path())

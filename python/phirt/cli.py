@@ -7,7 +7,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from phirt.backends.selection import MODULES
 from phirt.bench import add_bench_subcommand
+from phirt.doctor import add_doctor_subcommand
 from phirt.errors import PhirtError
 from phirt.quantize.cli import add_quantize_subcommands
 
@@ -28,7 +30,23 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
         help="KV cache type (default: f16 for GGUF as llama.cpp, f32 for ONNX as onnxruntime); "
         "q8_0 halves f16's memory and long-context reads",
     )
-    p.add_argument("--device", default="auto", help="auto or cpu (default: auto)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (an accelerator when one can run the model, else phirt's CPU kernels), cpu, "
+        "gpu, npu, cuda, metal, or a backend's device name such as GPU.1 (default: auto)",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=list(MODULES),
+        help="insist on one backend (default: chosen by --device; see `phirt doctor MODEL`)",
+    )
+    p.add_argument(
+        "--no-convert",
+        action="store_true",
+        help="never convert the model into phirt's cache for the chosen backend",
+    )
     p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
     p.add_argument("--top-p", type=float, default=0.95, help="top-p, 1 = off (default 0.95)")
@@ -56,8 +74,19 @@ def _load(args: argparse.Namespace) -> Any:
 
     args.model = resolve_model(args.model)
     return phirt.load(
-        args.model, n_threads=args.threads, n_ctx=args.ctx, device=args.device, kv_type=args.kv_type
+        args.model,
+        n_threads=args.threads,
+        n_ctx=args.ctx,
+        device=args.device,
+        kv_type=args.kv_type,
+        backend=args.backend,
+        convert=not args.no_convert,
     )
+
+
+def _print_ignored(model: Any) -> None:
+    for what in model.last_stats.ignored:
+        print(f"note: {model.backend} does not honour {what}", file=sys.stderr, flush=True)
 
 
 def _print_stats(model: Any) -> None:
@@ -93,7 +122,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     system = [{"role": "system", "content": args.system}] if args.system else []
     messages: list[dict[str, str]] = list(system)
     print(
-        f"phirt chat: {args.model} ({model.backend_reason}). /reset clears, /exit quits.",
+        f"phirt chat: {args.model} ({model.backend_reason.split('; not chosen:')[0]}). "
+        "/reset clears, /exit quits.",
         file=sys.stderr,
         flush=True,
     )
@@ -119,6 +149,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             model.chat(messages, max_tokens, stream=True, stop=args.stop, **_sampling(args))
         )
         messages.append({"role": "assistant", "content": reply})
+        _print_ignored(model)
         _print_stats(model)
 
 
@@ -127,7 +158,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = _load(args)
     max_tokens = args.max_tokens or 128
     _stream(model.generate(prompt, max_tokens, stream=True, stop=args.stop, **_sampling(args)))
+    _print_ignored(model)
     if args.verbose:
+        print(f"[{model.backend_reason}]", file=sys.stderr, flush=True)
         _print_stats(model)
     return 0
 
@@ -207,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_quantize_subcommands(sub)
     add_bench_subcommand(sub)
+    add_doctor_subcommand(sub)
     return parser
 
 

@@ -1,10 +1,13 @@
 """The one token generator: every text front end (the API, CLI chat and generate) consumes it.
 
 `phirt bench` does not: it times prefill and decode apart, on fixed token ids with argmax
-instead of sampling, so it calls the engine's `eval` itself (as llama-bench does).
+instead of sampling, so it calls the engine's `eval` itself (as llama-bench does), or times a
+streaming backend's token stream directly.
 
-`generate_steps` drives the engine (prefill with cache reuse, then decode) and yields one Step per
-token with the text it completes; stop tokens, stop strings, max_tokens and a full context end it.
+`generate_steps` drives an engine that exposes logits (prefill with cache reuse, then decode) and
+yields one Step per token with the text it completes; stop tokens, stop strings, max_tokens and a
+full context end it. `token_steps` is that stop handling over any token stream, so a backend that
+picks tokens itself (OpenVINO GenAI) ends and detokenizes exactly like the others.
 """
 
 from __future__ import annotations
@@ -59,31 +62,67 @@ def generate_steps(
     """
     if not prompt:
         raise ValueError("the prompt is empty")
-    stop_ids = set(stop_ids)
+    yield from token_steps(
+        sampled_tokens(engine, prompt, sampler),
+        tokenizer,
+        max_tokens,
+        stop_ids,
+        stop_strings,
+        strip_leading_space,
+    )
+
+
+def sampled_tokens(engine: Engine, prompt: Sequence[int], sampler: Sampler) -> Iterator[int]:
+    """Tokens phirt's sampler picks from an engine's logits: prefill (reusing the cached prefix),
+    then one decode step per token pulled. A token is evaluated only when the next one is asked
+    for, so the last token of a reply costs nothing; the stream ends when the cache is full."""
     done = engine.reuse_prefix(prompt)
     logits = engine.eval(prompt[done:])
     history = list(prompt)
+    while True:
+        token = sampler(logits, history)
+        history.append(token)
+        yield token
+        if len(engine.tokens) >= engine.n_ctx:
+            return
+        logits = engine.eval([token])
+
+
+def token_steps(
+    tokens: Iterator[int],
+    tokenizer: StreamingTokenizer,
+    max_tokens: int,
+    stop_ids: Iterable[int] = (),
+    stop_strings: Sequence[str] = (),
+    strip_leading_space: bool = False,
+    exhausted: str = "context",
+) -> Iterator[Step]:
+    """Stop handling and detokenization over any token stream: phirt's sampler over logits
+    (sampled_tokens) or a backend that picks tokens itself. `exhausted` is the finish reason when
+    the stream ends on its own. The stream is closed when this generator finishes, which is how a
+    streaming backend learns to stop."""
+    stop_ids = set(stop_ids)
     decoder = tokenizer.stream_decoder(strip_leading_space=strip_leading_space)
     text = _StopStringFilter(stop_strings)
-    for n in range(max_tokens):
-        token = sampler(logits, history)
-        if token in stop_ids:
-            yield Step(None, text.finish(decoder.flush()), "stop")
-            return
-        history.append(token)
-        piece, stopped = text.feed(decoder.push(token))
-        if stopped:
-            yield Step(token, piece, "stop")
-            return
-        last = n == max_tokens - 1
-        if not last and len(engine.tokens) >= engine.n_ctx:
+    try:
+        for _ in range(max_tokens):
+            token = next(tokens, None)
+            if token is None:
+                yield Step(None, text.finish(decoder.flush()), exhausted)
+                return
+            if token in stop_ids:
+                yield Step(None, text.finish(decoder.flush()), "stop")
+                return
+            piece, stopped = text.feed(decoder.push(token))
+            if stopped:
+                yield Step(token, piece, "stop")
+                return
             yield Step(token, piece)
-            yield Step(None, text.finish(decoder.flush()), "context")
-            return
-        yield Step(token, piece)
-        if not last:
-            logits = engine.eval([token])
-    yield Step(None, text.finish(decoder.flush()), "length")
+        yield Step(None, text.finish(decoder.flush()), "length")
+    finally:
+        close = getattr(tokens, "close", None)
+        if close is not None:
+            close()
 
 
 class _StopStringFilter:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phirt.backends import select_backend
-from phirt.engine import NativeEngine
-from phirt.generate import Step, generate_steps
+from phirt.backends.base import Engine, OpenOptions, has_logits
+from phirt.errors import ContextFullError, UnsupportedError
+from phirt.generate import Step, sampled_tokens, token_steps
 from phirt.sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ class GenerationStats:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     finish_reason: str | None = None
+    # sampling settings the backend could not honour (streaming backends sample themselves)
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -35,12 +37,14 @@ class GenerationStats:
 
 
 class Model:
-    """A loaded model. Not thread-safe: one generation at a time."""
+    """A loaded model, on whichever backend `load` chose (`backend`, `device`, and
+    `backend_reason` says why). Not thread-safe: one generation at a time."""
 
-    def __init__(self, engine: NativeEngine, backend_reason: str) -> None:
+    def __init__(self, engine: Engine, backend_reason: str) -> None:
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.backend = engine.name
+        self.device = str(getattr(engine, "device", "cpu"))
         self.backend_reason = backend_reason
         self.last_stats = GenerationStats()
 
@@ -68,6 +72,10 @@ class Model:
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits (len(tokens), n_vocab) of a fresh evaluation of `tokens` from position 0."""
+        if not has_logits(self.engine):
+            raise UnsupportedError(
+                f"the {self.backend} backend streams tokens and does not expose logits"
+            )
         self.engine.reset()
         return self.engine.eval(list(tokens), all_logits=True)
 
@@ -118,20 +126,36 @@ class Model:
         params: SamplingParams,
         reply: bool = False,
     ) -> Iterator[str]:
+        if not tokens:
+            raise ValueError("the prompt is empty")
         stats = GenerationStats(prompt_tokens=len(tokens))
-        stats.cached_tokens = self.engine.reuse_prefix(tokens)
         self.last_stats = stats
+        engine: Any = self.engine
+        exhausted = "context"
+        if has_logits(engine):
+            stats.cached_tokens = engine.reuse_prefix(tokens)
+            stream = sampled_tokens(engine, tokens, Sampler(params))
+        else:
+            # the backend samples: phirt's settings mapped onto its own, the rest reported
+            stats.ignored = engine.unsupported(params)
+            room = engine.n_ctx - len(tokens)
+            if room <= 0:
+                raise ContextFullError(
+                    f"the prompt ({len(tokens)} tokens) fills the context window of "
+                    f"{engine.n_ctx} tokens; use a larger context (--ctx)"
+                )
+            exhausted = "context" if room < max_tokens else "length"
+            stream = engine.stream(tokens, params, min(room, max_tokens))
         t0 = time.perf_counter()
         t_first: float | None = None
-        steps = generate_steps(
-            self.engine,
+        steps = token_steps(
+            stream,
             self.tokenizer,
-            tokens,
-            Sampler(params),
             max_tokens,
             stop_ids=self.tokenizer.eot_ids,
             stop_strings=stop,
             strip_leading_space=reply,
+            exhausted=exhausted,
         )
         step: Step
         for step in steps:
@@ -153,12 +177,38 @@ def load(
     n_ctx: int | None = None,
     device: str = "auto",
     kv_type: str | None = None,
+    backend: str | None = None,
+    convert: bool = True,
+    backend_options: dict[str, Any] | None = None,
 ) -> Model:
-    """Load a model: a GGUF file or an ONNX Runtime GenAI folder (genai_config.json, *.onnx and
-    their .onnx.data). device: "auto" (best available backend, see Model.backend_reason) or "cpu"
-    (phirt's own kernels). kv_type: the KV cache, by default the format's own runtime's ("f16" as
-    llama.cpp for GGUF, "f32" as onnxruntime for ONNX, so the numbers are the model's own); "q8_0"
-    halves f16's memory and what each token reads of it at long context."""
-    selection = select_backend(device)
-    engine = NativeEngine(path, n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type)
-    return Model(engine, selection.reason)
+    """Load a model: a GGUF file, or a folder a backend reads (ONNX Runtime GenAI, which phirt's
+    own kernels read too; OpenVINO IR; mlx-lm). device: "auto" (an accelerator when a backend can run the model on one, else
+    phirt's CPU kernels), "cpu", "gpu", "npu", "cuda", "metal", ... or a backend's own device
+    name ("GPU.1"); backend: "native", "llamacpp", "ortgenai", "openvino" or "mlx" to insist on
+    one. Model.backend_reason names the choice and why every other backend was not chosen.
+    convert: allow phirt to convert the model once into its cache when only the converted form
+    runs on the chosen backend (a GGUF for MLX on a Mac). kv_type (native, llamacpp): by default the
+    format's own runtime's ("f16" as llama.cpp for GGUF, "f32" as onnxruntime for ONNX); "q8_0"
+    halves f16's memory and what each token reads of it at long context. backend_options: passed
+    to the vendor stack as they are (OpenVINO properties such as {"INFERENCE_PRECISION_HINT":
+    "f32"})."""
+    from phirt.backends.convert import converted_path
+    from phirt.backends.selection import choose, get_backend, probe_all
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    selection = choose(
+        probe_all(path, device, [backend] if backend else None, quick=device == "auto"),
+        path,
+        device,
+        backend,
+        convert,
+    )
+    reason = selection.reason
+    if selection.convert is not None:
+        path, note = converted_path(path, selection.convert)
+        reason = f"{reason} [{note}]"
+    options = OpenOptions(n_ctx, n_threads, kv_type, dict(backend_options or {}))
+    engine = get_backend(selection.backend).open(path, selection.device, options)
+    return Model(engine, reason)

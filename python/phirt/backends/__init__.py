@@ -1,32 +1,21 @@
-"""Device selection: which engine runs a model, and why.
-
-`device="auto"` will prefer a vendor stack when one is installed and fits the file (CUDA through
-ONNX Runtime GenAI or llama.cpp, OpenVINO GenAI, MLX, QNN); until those backends land, every file
-runs on phirt's own CPU kernels. Each choice carries a human-readable reason.
-"""
+"""Backends: phirt's own CPU kernels and the vendor stacks (ONNX Runtime GenAI, OpenVINO GenAI,
+MLX, llama.cpp), one module each, behind one interface (base.py); selection.py decides which runs
+a model, and says why. Vendor packages are imported inside their module only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from phirt.backends.base import DEVICE_FAMILIES, Backend, Device, OpenOptions, Probe
+from phirt.backends.selection import MODULES, Selection, choose, get_backend, probe_all
 
-from phirt import _kernels as K
-from phirt.errors import UnsupportedError
-
-DEVICES = ("auto", "cpu")
-
-
-@dataclass(frozen=True)
-class Selection:
-    backend: str  # "native" for phirt's kernels
-    reason: str
-
-
-def select_backend(device: str = "auto") -> Selection:
-    if device not in DEVICES:
-        raise UnsupportedError(
-            f"device '{device}' is not supported (choose one of: {', '.join(DEVICES)})"
-        )
-    isa = K.isa()
-    if device == "cpu":
-        return Selection("native", f"device='cpu' requested: phirt CPU kernels ({isa})")
-    return Selection("native", f"no accelerator backend installed: phirt CPU kernels ({isa})")
+__all__ = [
+    "DEVICE_FAMILIES",
+    "MODULES",
+    "Backend",
+    "Device",
+    "OpenOptions",
+    "Probe",
+    "Selection",
+    "choose",
+    "get_backend",
+    "probe_all",
+]

@@ -53,6 +53,10 @@ def _read_text(path: str) -> str:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.format == "mlx":
+        return _cmd_quantize_mlx(args)
+    if args.type is None:
+        raise QuantizeError("--type is required (one of " + ", ".join(FILE_TYPES) + ")")
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -97,6 +101,34 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize_mlx(args: argparse.Namespace) -> int:
+    """GGUF -> mlx folder directly; a Hugging Face folder goes through a --type GGUF first."""
+    from phirt.quantize import quantize
+    from phirt.quantize.mlx import export_mlx
+
+    console = _console()
+    src = Path(args.src)
+    with tempfile.TemporaryDirectory(dir=Path(args.out).resolve().parent) as tmp:
+        if src.is_dir():
+            if args.type is None:
+                raise QuantizeError("--type is required to make an mlx folder from this folder")
+            gguf = Path(tmp) / f"source-{args.type}.gguf"
+            console.print(f"quantizing to {args.type} first ...")
+            quantize(src, gguf, args.type, threads=args.threads)
+            src = gguf
+        elif args.type is not None:
+            raise QuantizeError("--format mlx keeps the GGUF file's types; leave out --type")
+        result = export_mlx(src, args.out)
+    maps = ", ".join(f"{n} x{c}" for n, c in sorted(result.quantized.items())) or "none"
+    kept = ", ".join(f"{n} x{c}" for n, c in sorted(result.dequantized.items()))
+    console.print(
+        f"wrote {result.path}: {result.n_tensors} arrays, {result.bytes_out / 1e6:.1f} MB in "
+        f"{result.seconds:.1f} s; mapped exactly: {maps}"
+        + (f"; written as float32: {kept}" if kept else "")
+    )
+    return 0
+
+
 def _run_eval(src: str, quantized: str, text: str, args: argparse.Namespace) -> None:
     from phirt.quantize import open_source, quantize
     from phirt.quantize.eval import evaluate
@@ -137,14 +169,22 @@ def add_quantize_subcommands(subparsers: Any) -> None:
         epilog=_TYPE_HELP,
     )
     p.add_argument("src", help="Hugging Face model folder or GGUF file")
-    p.add_argument("out", help="output GGUF file")
+    p.add_argument("out", help="output GGUF file (or folder, with --format mlx)")
     p.add_argument(
         "--type",
-        required=True,
+        default=None,
         type=str.lower,
         choices=list(FILE_TYPES),
         metavar="TYPE",
-        help=f"one of {', '.join(FILE_TYPES)} (see below)",
+        help=f"one of {', '.join(FILE_TYPES)} (see below); required for GGUF output and for "
+        "an mlx folder made from a Hugging Face folder",
+    )
+    p.add_argument(
+        "--format",
+        choices=["gguf", "mlx"],
+        default="gguf",
+        help="gguf (default), or mlx: an mlx-lm folder; from a GGUF file its Q4_0/Q4_1/Q5_0/"
+        "Q5_1/Q8_0 blocks map exactly onto MLX's quantization, other types are kept as float32",
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument(
