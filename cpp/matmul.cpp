@@ -190,7 +190,7 @@ std::string validate_weight(int type, int64_t n, int64_t k, int64_t nbytes) {
     return {};
 }
 
-void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
+void matmul(const WeightView &w, const float *x, int64_t m, float *y, bool batch_invariant) {
     const DotKernels &kern = active_kernels();
     ActFormat f;
     act_format(kern, w.type, &f);  // validated by the caller
@@ -209,7 +209,7 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
     }
 
     // 2. Dot products.
-    if (uses_packed_gemm(kern, w.type, m)) {
+    if (!batch_invariant && uses_packed_gemm(kern, w.type, m)) {
         matmul_packed(kern, w, act, act_row_bytes, f.block_bytes, m, y);
         return;
     }
