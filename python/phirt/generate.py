@@ -1,7 +1,9 @@
-"""The one token generator: every front end (API, CLI chat/generate, bench) consumes it.
+"""The one token generator: every front end (API, CLI chat/generate, bench, server) consumes it.
 
-`generate_steps` drives the engine (prefill with cache reuse, then decode) and yields one Step per
-token with the text it completes; stop tokens, stop strings, max_tokens and a full context end it.
+`Continuation` holds one generation's sampling and stop conditions (stop tokens, stop strings,
+max_tokens, a full context) and turns each step's logits into Steps with the text they complete.
+`generate_steps` drives one engine with it (prefill with cache reuse, then decode); the server's
+scheduler drives many Continuations through one batched forward pass per step.
 """
 
 from __future__ import annotations
@@ -56,31 +58,83 @@ def generate_steps(
     """
     if not prompt:
         raise ValueError("the prompt is empty")
-    stop_ids = set(stop_ids)
     done = engine.reuse_prefix(prompt)
     logits = engine.eval(prompt[done:])
-    history = list(prompt)
-    decoder = tokenizer.stream_decoder(strip_leading_space=strip_leading_space)
-    text = _StopStringFilter(stop_strings)
-    for n in range(max_tokens):
-        token = sampler(logits, history)
-        if token in stop_ids:
-            yield Step(None, text.finish(decoder.flush()), "stop")
+    seq = Continuation(
+        tokenizer,
+        prompt,
+        sampler,
+        max_tokens,
+        engine.n_ctx,
+        stop_ids,
+        stop_strings,
+        strip_leading_space,
+    )
+    while True:
+        yield from seq.advance(logits, len(engine.tokens))
+        if seq.finished:
             return
-        history.append(token)
-        piece, stopped = text.feed(decoder.push(token))
+        logits = engine.eval([seq.next_token])
+
+
+class Continuation:
+    """One generation's sampling and stop conditions, fed the logits of each step by whoever runs
+    the model: generate_steps for one sequence, the server's scheduler for many at once.
+
+    advance(logits, n_cached) samples a token and returns the Steps it completes (the last one
+    carries finish_reason); until `finished`, the caller evaluates `next_token` and calls again.
+    n_cached is how many tokens the sequence's KV cache holds, for the context-full stop.
+    """
+
+    def __init__(
+        self,
+        tokenizer: StreamingTokenizer,
+        prompt: Sequence[int],
+        sampler: Sampler,
+        max_tokens: int,
+        n_ctx: int,
+        stop_ids: Iterable[int] = (),
+        stop_strings: Sequence[str] = (),
+        strip_leading_space: bool = False,
+    ) -> None:
+        self.sampler = sampler
+        self.max_tokens = max_tokens
+        self.n_ctx = n_ctx
+        self.stop_ids = set(stop_ids)
+        self.history = list(prompt)
+        self.decoder = tokenizer.stream_decoder(strip_leading_space=strip_leading_space)
+        self.text = _StopStringFilter(stop_strings)
+        self.n_generated = 0
+        self.next_token: int | None = None
+        self.finished = False
+
+    def advance(self, logits: np.ndarray, n_cached: int) -> list[Step]:
+        if self.finished:
+            raise RuntimeError("advance() after the generation finished")
+        if self.n_generated >= self.max_tokens:  # max_tokens == 0: nothing to sample
+            return self._finish([], "length")
+        token = self.sampler(logits, self.history)
+        if token in self.stop_ids:
+            return self._finish([], "stop")
+        self.history.append(token)
+        self.n_generated += 1
+        piece, stopped = self.text.feed(self.decoder.push(token))
         if stopped:
-            yield Step(token, piece, "stop")
-            return
-        last = n == max_tokens - 1
-        if not last and len(engine.tokens) >= engine.n_ctx:
-            yield Step(token, piece)
-            yield Step(None, text.finish(decoder.flush()), "context")
-            return
-        yield Step(token, piece)
-        if not last:
-            logits = engine.eval([token])
-    yield Step(None, text.finish(decoder.flush()), "length")
+            self.finished = True
+            return [Step(token, piece, "stop")]
+        steps = [Step(token, piece)]
+        if self.n_generated == self.max_tokens:
+            return self._finish(steps, "length")
+        if n_cached >= self.n_ctx:
+            return self._finish(steps, "context")
+        self.next_token = token
+        return steps
+
+    def _finish(self, steps: list[Step], reason: str) -> list[Step]:
+        self.finished = True
+        self.next_token = None
+        steps.append(Step(None, self.text.finish(self.decoder.flush()), reason))
+        return steps
 
 
 class _StopStringFilter:
