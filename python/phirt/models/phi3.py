@@ -17,6 +17,7 @@ from phirt.models.common import (
     DecoderConfig,
     KVCache,
     SelfAttention,
+    SeqBatch,
     TensorSpec,
     linear,
     load_weights,
@@ -59,7 +60,9 @@ class Phi3:
         key = "rope_factors_long.weight" if use_long else "rope_factors_short.weight"
         self.attention = SelfAttention(cfg, q_prescale=True, freq_factors=self.w.get(key))
 
-    def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
+    def forward(
+        self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache | SeqBatch
+    ) -> np.ndarray:
         """Hidden states after the final norm, (m, n_embd), for tokens at `positions`."""
         cfg, w = self.cfg, self.w
         x = K.get_rows(w["token_embd.weight"], tokens)
