@@ -485,6 +485,8 @@ def _validation_error(errors: Any) -> APIError:
         why = first.get("ctx", {}).get("error", first.get("msg"))
         return APIError(400, f"the request body is not valid JSON: {why}")
     path = _field_path(first.get("loc", ()))
+    if first.get("type") == "missing" and not path:
+        return APIError(400, "the request body is empty: send a JSON object")
     if first.get("type") == "missing":
         return APIError(400, f"'{path}' is required", param=path)
     msgs = []
