@@ -72,11 +72,10 @@ def serve(
         options["api_key"] = os.environ.get(API_KEY_ENV) or None
     app, scheduler = build_server(model_path, **options)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    mode = (
-        f"{scheduler.parallel} parallel sequences"
-        if scheduler.parallel > 1
-        else "one request at a time"
-    )
+    if hasattr(scheduler, "model"):  # SerialScheduler: a vendor backend
+        mode = f"{scheduler.model.backend} backend, one request at a time"
+    else:
+        mode = f"up to {scheduler.parallel} sequences batched"
     logging.getLogger("phirt.serve").info(
         "phirt serve: %s on http://%s:%d (%s, %d-token context each%s)",
         model_path,

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 import phirt
@@ -87,6 +87,10 @@ def create_app(model: Any, scheduler: Any, model_id: str, api_key: str | None = 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_error(exc.errors()).response()
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -433,8 +437,12 @@ class _Result:
         self.finish: Finish
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
 async def _collect(job: Job, request: Request) -> _Result:
-    """All of a job's events; cancels it if the client disconnects first."""
+    """All of a job's events; cancels it (ClientGone) if the client disconnects first."""
     result = _Result()
     gone = asyncio.ensure_future(_disconnected(request))
     try:
@@ -443,7 +451,7 @@ async def _collect(job: Job, request: Request) -> _Result:
             await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not get.done():
                 get.cancel()
-                raise asyncio.CancelledError  # nobody to answer
+                raise ClientGone
             event = get.result()
             if isinstance(event, Failure):
                 raise APIError(500, event.message, "server_error")
