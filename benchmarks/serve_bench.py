@@ -224,6 +224,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=512, help="context per sequence (default 512)")
     ap.add_argument("--llamacpp", action="store_true", help="also llama-cpp-python's server")
+    ap.add_argument(
+        "--llamacpp-streams",
+        default=None,
+        help="stream counts for llama.cpp's server (default: --streams); it runs one request at a "
+        "time, so its aggregate barely moves with N while the run takes N times as long",
+    )
     ap.add_argument("--json", action="store_true", help="print all figures as JSON at the end")
     args = ap.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
@@ -278,8 +284,9 @@ def main() -> None:
             cmd, f"http://127.0.0.1:{port}/v1/models", logs / f"serve_bench_llamacpp_{port}.log"
         )
         try:
+            ll_streams = [int(x) for x in (args.llamacpp_streams or args.streams).split(",")]
             results["llamacpp"] = bench_server(
-                "llama.cpp", f"http://127.0.0.1:{port}/v1", streams, args.reps, args.max_tokens
+                "llama.cpp", f"http://127.0.0.1:{port}/v1", ll_streams, args.reps, args.max_tokens
             )
         finally:
             stop(proc)
@@ -301,9 +308,12 @@ def print_table(r: dict[str, Any], streams: list[int]) -> None:
     for n in streams:
         row = f"{n:>7}"
         for s in servers:
+            if n not in r[s]:
+                row += f"  {'-':>14} {'':>5} {'':>15}"
+                continue
             x = r[s][n]
             row += (
-                f"  {x['aggregate']:>14.2f} {x['aggregate'] / r[s][streams[0]]['aggregate']:>5.2f}"
+                f"  {x['aggregate']:>14.2f} {x['aggregate'] / r[s][min(r[s])]['aggregate']:>5.2f}"
             )
             row += f" {x['ttft_p50']:>7.2f}/{x['ttft_p95']:<7.2f}"
         print(row + f"  {ref['invariant_ceiling'][n]:>16.2f}x")
