@@ -284,3 +284,24 @@ def test_serial_scheduler_serves_any_model_one_at_a_time(local: phirt.Model) -> 
             assert http.get("/health").json()["slots_idle"] == 1
     finally:
         scheduler.close()
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--parallel", "0"], "--parallel must be >= 1, got 0"),
+        (["--queue", "-1"], "--queue must be >= 0, got -1"),
+        (["--prefill-chunk", "0"], "--prefill-chunk must be >= 1, got 0"),
+    ],
+)
+def test_bad_serve_options_are_one_line_errors(flags: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "phirt", "serve", str(smollm2_path()), *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and r.stderr.strip() == f"phirt: error: {message}"
