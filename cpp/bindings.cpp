@@ -145,7 +145,8 @@ class QMatrix {
     WeightView view_{};
 };
 
-py::array_t<float> matmul_py(const QMatrix &w, const py::object &x_obj, const py::object &out) {
+py::array_t<float> matmul_py(const QMatrix &w, const py::object &x_obj, const py::object &out,
+                             bool batch_invariant) {
     if (!matmul_supported(w.type()))
         throw py::value_error(std::string("matmul does not support ") +
                               type_traits(w.type())->name);
@@ -159,7 +160,7 @@ py::array_t<float> matmul_py(const QMatrix &w, const py::object &x_obj, const py
     const float *xp = static_cast<const float *>(x.data());
     float *yp = y.mutable_data();
     py::gil_scoped_release release;
-    matmul(w.view(), xp, m, yp);
+    matmul(w.view(), xp, m, yp, batch_invariant);
     return y;
 }
 
@@ -653,7 +654,9 @@ PYBIND11_MODULE(_kernels, mod) {
         .def_property_readonly("nbytes", &QMatrix::nbytes);
 
     mod.def("matmul", &matmul_py, py::arg("w"), py::arg("x"), py::arg("out") = py::none(),
-            "y (m, n) = x (m, k) @ w.T with activations quantized on the fly");
+            py::arg("batch_invariant") = false,
+            "y (m, n) = x (m, k) @ w.T with activations quantized on the fly; batch_invariant: "
+            "each row bit for bit as an m = 1 call gives it");
     mod.def("get_rows", &get_rows_py, py::arg("w"), py::arg("ids"), "dequantized rows of w");
     mod.def("quantize", &quantize_py, py::arg("type"), py::arg("x"),
             "quantize float32 rows (last axis) to a GGML type (reference quantizer)");

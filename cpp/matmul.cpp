@@ -138,7 +138,7 @@ std::string validate_weight(int type, int64_t n, int64_t k, int64_t nbytes) {
     return {};
 }
 
-void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
+void matmul(const WeightView &w, const float *x, int64_t m, float *y, bool batch_invariant) {
     const DotKernels &kern = active_kernels();
     const WeightFormat &f = *weight_format(w.type);  // validated by the caller
     const TypeKernels &tk = kern.*f.kernels;
@@ -157,8 +157,9 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y) {
     }
 
     // 2. Dot products: kMaxDotRows weight rows at a time against each activation row (rows
-    // r..r+nr-1 of output row c are adjacent in y).
-    if (uses_packed_gemm(kern, w.type, m)) {
+    // r..r+nr-1 of output row c are adjacent in y). The packed GEMM sums in another order, so a
+    // batch-invariant call keeps to the one-row dots.
+    if (!batch_invariant && uses_packed_gemm(kern, w.type, m)) {
         matmul_packed(tk, w, act, act_row_bytes, f.act.bytes, m, y);
         return;
     }

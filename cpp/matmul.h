@@ -34,7 +34,10 @@ bool matmul_supported(int type);
 bool uses_packed_gemm(const DotKernels &kern, int type, int64_t m);
 
 // y (m × n) = x (m × k) · wᵀ. Runs on the global thread pool; allocation-free once warmed up.
-void matmul(const WeightView &w, const float *x, int64_t m, float *y);
+// batch_invariant: every output row is bit for bit what an m = 1 call (the GEMV) gives for that
+// row, whatever the other rows are: the one-row dots run for any m, never the packed GEMM, whose
+// float summation order differs. The server's batched decode needs this (docs/design.md).
+void matmul(const WeightView &w, const float *x, int64_t m, float *y, bool batch_invariant = false);
 
 // out (t × k) = dequantized rows ids[0..t) of w; ids must be in [0, n) (checked by the caller).
 void get_rows(const WeightView &w, const int32_t *ids, int64_t t, float *out);

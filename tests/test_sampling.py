@@ -7,7 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from phirt.sampling import Sampler, SamplingParams, apply_repeat_penalty
+from phirt.sampling import (
+    Sampler,
+    SamplingParams,
+    apply_presence_frequency,
+    apply_repeat_penalty,
+)
 
 LOGITS = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05], dtype=np.float32))
 
@@ -64,3 +69,42 @@ def test_repeat_penalty_divides_positive_multiplies_negative() -> None:
 def test_bad_parameters_are_rejected(bad: dict) -> None:
     with pytest.raises(ValueError):
         SamplingParams(**bad)
+
+
+@pytest.mark.llamacpp
+def test_penalties_match_llama_cpp() -> None:
+    """Repeat, frequency and presence penalties over the last n tokens give the logits of
+    llama.cpp's llama_sampler_init_penalties (OpenAI's presence/frequency definition)."""
+    import ctypes
+
+    L = pytest.importorskip("llama_cpp")
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal(50).astype(np.float32) * 3
+    history = rng.integers(0, 50, 40).tolist()
+    for repeat, freq, present, last_n in [
+        (1.0, 0.4, 0.9, 64),
+        (1.3, -0.5, 1.5, 16),
+        (1.1, 0, 0, 8),
+    ]:
+        smpl = L.llama_sampler_init_penalties(len(logits), last_n, repeat, freq, present)
+        for t in history:
+            L.llama_sampler_accept(smpl, t)
+        data = (L.llama_token_data * len(logits))(
+            *[L.llama_token_data(i, float(v), 0.0) for i, v in enumerate(logits)]
+        )
+        arr = L.llama_token_data_array(data, len(logits), -1, False)
+        L.llama_sampler_apply(smpl, ctypes.byref(arr))
+        L.llama_sampler_free(smpl)
+        want = np.array([data[i].logit for i in range(len(logits))], dtype=np.float32)
+        recent = history[-last_n:]
+        got = logits if repeat == 1.0 else apply_repeat_penalty(logits, recent, repeat)
+        got = apply_presence_frequency(got, recent, present, freq)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        p = SamplingParams(
+            temperature=0.0,
+            repeat_penalty=repeat,
+            frequency_penalty=freq,
+            presence_penalty=present,
+            repeat_last_n=last_n,
+        )
+        assert Sampler(p)(logits, history) == int(np.argmax(want))

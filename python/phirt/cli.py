@@ -215,6 +215,80 @@ def _format_rows(rows: list[tuple[str, Any]]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from phirt.fetch import resolve_model
+    from phirt.serve import serve
+
+    serve(
+        resolve_model(args.model),
+        host=args.host,
+        port=args.port,
+        parallel=args.parallel,
+        n_ctx=args.ctx,
+        n_threads=args.threads,
+        device=args.device,
+        kv_type=args.kv_type,
+        max_queue=args.queue,
+        prefill_chunk=args.prefill_chunk,
+        model_id=args.model_id,
+        api_key=args.api_key,
+    )
+    return 0
+
+
+def _add_serve_subcommand(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP server with continuous batching",
+        description="Serve a model over OpenAI's API (/v1/chat/completions, /v1/completions, "
+        "/v1/models), /health and a chat page at /. Needs: pip install 'phirt[serve]'.",
+    )
+    p.add_argument("model", help="path to a GGUF file, or a known model name (smollm2)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        help="sequences generated at once, batched into one forward pass (default 4)",
+    )
+    p.add_argument(
+        "--ctx", type=int, default=None, help="context size in tokens of each sequence's KV cache"
+    )
+    p.add_argument(
+        "--queue",
+        type=int,
+        default=None,
+        help="requests that may wait for a free sequence before the server answers 503 "
+        "(default 4 x --parallel)",
+    )
+    p.add_argument(
+        "--prefill-chunk",
+        type=int,
+        default=128,
+        help="prompt tokens evaluated per step while others generate (default 128)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on /v1 (default: $PHIRT_API_KEY, else none)",
+    )
+    p.add_argument("--model-id", default=None, help="model name in responses (default: file name)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: physical cores)"
+    )
+    p.add_argument(
+        "--kv-type", choices=["f16", "q8_0"], default="f16", help="KV cache type (default f16)"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto or cpu (default auto); a backend other than phirt's own serves one request "
+        "at a time",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phirt", description="Run Phi models on-device.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=["smollm2"], help="model name")
     p.set_defaults(func=cmd_fetch)
 
+    _add_serve_subcommand(sub)
     add_quantize_subcommands(sub)
     add_bench_subcommand(sub)
     add_doctor_subcommand(sub)

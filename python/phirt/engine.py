@@ -4,10 +4,14 @@ reusable KV cache.
 Two phases, as in every fast runtime: prefill evaluates the prompt in batches (GEMM-shaped), decode
 evaluates one token at a time (GEMV-shaped). The cache remembers which tokens it holds, so a new
 prompt that shares a prefix with the last one (the next chat turn) evaluates only what is new.
+
+`eval_batch` runs tokens of several sequences, each in a KV cache of its own (`new_cache`), through
+one forward pass: the server's continuous batching (phirt.serve; docs/design.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +21,7 @@ import numpy as np
 from phirt import _kernels as K
 from phirt.errors import ContextFullError, FormatError, UnsupportedError
 from phirt.formats import open_model
-from phirt.models.common import KVCache
+from phirt.models.common import KVCache, SeqBatch, batch_invariant_matmuls
 from phirt.models.registry import find_architecture
 from phirt.tokenizer import Tokenizer
 
@@ -127,3 +131,47 @@ class NativeEngine:
             elif start + PREFILL_BATCH >= len(ids):
                 outs.append(self.model.logits(np.ascontiguousarray(hidden[-1:]))[0])
         return np.concatenate(outs, axis=0) if all_logits else outs[-1]
+
+    def new_cache(self) -> KVCache:
+        """An empty KV cache of n_ctx tokens for one more sequence (a server slot); its pages are
+        mapped as it fills."""
+        return KVCache(self.config, self.n_ctx, self.cache.kv_type, self.path)
+
+    def eval_batch(
+        self,
+        spans: Sequence[tuple[KVCache, int, Sequence[int]]],
+        batch_invariant: bool = False,
+    ) -> np.ndarray:
+        """One forward pass over several sequences: span (cache, pos0, tokens) puts `tokens` at
+        positions pos0.. of `cache` (which already holds that sequence's first pos0 tokens).
+        Returns the logits of each span's last token, (len(spans), n_vocab).
+
+        batch_invariant: each sequence's logits are bit for bit what it would get in a pass of its
+        own, whatever else is in the batch (models.common.batch_invariant_matmuls); the server
+        decodes with it. Without it a span of many tokens takes the faster prefill GEMM."""
+        if not spans:
+            raise ValueError("eval_batch needs at least one span")
+        caches, bounds, ids, positions = [], [0], [], []
+        for cache, pos0, tokens in spans:
+            if len(tokens) == 0:
+                raise ValueError("every span needs at least one token")
+            if pos0 < 0 or pos0 + len(tokens) > cache.n_ctx:
+                raise ContextFullError(
+                    f"{len(tokens)} tokens at position {pos0} do not fit a context window of "
+                    f"{cache.n_ctx} tokens",
+                    self.path,
+                )
+            caches.append(cache)
+            bounds.append(bounds[-1] + len(tokens))
+            ids.extend(tokens)
+            positions.append(np.arange(pos0, pos0 + len(tokens), dtype=np.int32))
+        batch = np.asarray(ids, dtype=np.int64)
+        if batch.min() < 0 or batch.max() >= self.n_vocab:
+            bad = int(batch[(batch < 0) | (batch >= self.n_vocab)][0])
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.n_vocab})")
+        last = np.asarray(bounds[1:], dtype=np.intp) - 1
+        with batch_invariant_matmuls() if batch_invariant else contextlib.nullcontext():
+            hidden = self.model.forward(
+                batch.astype(np.int32), np.concatenate(positions), SeqBatch(caches, bounds)
+            )
+            return self.model.logits(np.ascontiguousarray(hidden[last]))

@@ -1,13 +1,17 @@
-"""The one token generator: every text front end (the API, CLI chat and generate) consumes it.
+"""The one token generator: every text front end (the API, CLI chat and generate, the server)
+consumes it.
 
-`phirt bench` does not: it times prefill and decode apart, on fixed token ids with argmax
+`Continuation` holds one generation's stop conditions (stop tokens, stop strings, max_tokens, a
+full context) and turns each token into Steps with the text it completes; it samples the token
+from logits (`advance`) or takes one a backend picked itself (`accept`). `generate_steps` drives
+one engine that exposes logits (prefill with cache reuse, then decode); the server's scheduler
+drives many Continuations through one batched forward pass per step; `token_steps` runs the same
+stop handling over any token stream, so a backend that samples on its own (OpenVINO GenAI) ends
+and detokenizes exactly like the others.
+
+`phirt bench` does not use it: it times prefill and decode apart, on fixed token ids with argmax
 instead of sampling, so it calls the engine's `eval` itself (as llama-bench does), or times a
 streaming backend's token stream directly.
-
-`generate_steps` drives an engine that exposes logits (prefill with cache reuse, then decode) and
-yields one Step per token with the text it completes; stop tokens, stop strings, max_tokens and a
-full context end it. `token_steps` is that stop handling over any token stream, so a backend that
-picks tokens itself (OpenVINO GenAI) ends and detokenizes exactly like the others.
 """
 
 from __future__ import annotations
@@ -101,28 +105,92 @@ def token_steps(
     (sampled_tokens) or a backend that picks tokens itself. `exhausted` is the finish reason when
     the stream ends on its own. The stream is closed when this generator finishes, which is how a
     streaming backend learns to stop."""
-    stop_ids = set(stop_ids)
-    decoder = tokenizer.stream_decoder(strip_leading_space=strip_leading_space)
-    text = _StopStringFilter(stop_strings)
+    seq = Continuation(
+        tokenizer, (), None, max_tokens, None, stop_ids, stop_strings, strip_leading_space
+    )
     try:
-        for _ in range(max_tokens):
+        if max_tokens <= 0:
+            yield from seq.end("length")
+            return
+        while not seq.finished:
             token = next(tokens, None)
-            if token is None:
-                yield Step(None, text.finish(decoder.flush()), exhausted)
-                return
-            if token in stop_ids:
-                yield Step(None, text.finish(decoder.flush()), "stop")
-                return
-            piece, stopped = text.feed(decoder.push(token))
-            if stopped:
-                yield Step(token, piece, "stop")
-                return
-            yield Step(token, piece)
-        yield Step(None, text.finish(decoder.flush()), "length")
+            yield from seq.end(exhausted) if token is None else seq.accept(token)
     finally:
         close = getattr(tokens, "close", None)
         if close is not None:
             close()
+
+
+class Continuation:
+    """One generation's sampling and stop conditions, fed each step's logits by the server's
+    scheduler (many sequences at once) or each token of a stream by token_steps (one sequence).
+
+    advance(logits, n_cached) samples a token and returns the Steps it completes (the last one
+    carries finish_reason); until `finished`, the caller evaluates `next_token` and calls again.
+    n_cached is how many tokens the sequence's KV cache holds, for the context-full stop (n_ctx
+    None: the caller's stream says when the context is full, token_steps).
+    """
+
+    def __init__(
+        self,
+        tokenizer: StreamingTokenizer,
+        prompt: Sequence[int],
+        sampler: Sampler | None,
+        max_tokens: int,
+        n_ctx: int | None,
+        stop_ids: Iterable[int] = (),
+        stop_strings: Sequence[str] = (),
+        strip_leading_space: bool = False,
+    ) -> None:
+        self.sampler = sampler
+        self.max_tokens = max_tokens
+        self.n_ctx = n_ctx
+        self.stop_ids = set(stop_ids)
+        self.history = list(prompt)
+        self.decoder = tokenizer.stream_decoder(strip_leading_space=strip_leading_space)
+        self.text = _StopStringFilter(stop_strings)
+        self.n_generated = 0
+        self.next_token: int | None = None
+        self.finished = False
+
+    def advance(self, logits: np.ndarray, n_cached: int) -> list[Step]:
+        """Sample the next token from `logits` and take it (see accept)."""
+        if self.finished:
+            raise RuntimeError("advance() after the generation finished")
+        if self.n_generated >= self.max_tokens:  # max_tokens == 0: nothing to sample
+            return self._finish([], "length")
+        if self.sampler is None:
+            raise RuntimeError("a Continuation without a sampler takes tokens by accept()")
+        return self.accept(self.sampler(logits, self.history), n_cached)
+
+    def accept(self, token: int, n_cached: int = 0) -> list[Step]:
+        """Take the next token (sampled here or by a backend) and return the Steps it completes."""
+        if token in self.stop_ids:
+            return self._finish([], "stop")
+        self.history.append(token)
+        self.n_generated += 1
+        piece, stopped = self.text.feed(self.decoder.push(token))
+        if stopped:
+            self.finished = True
+            self.next_token = None
+            return [Step(token, piece, "stop")]
+        steps = [Step(token, piece)]
+        if self.n_generated >= self.max_tokens:
+            return self._finish(steps, "length")
+        if self.n_ctx is not None and n_cached >= self.n_ctx:
+            return self._finish(steps, "context")
+        self.next_token = token
+        return steps
+
+    def end(self, reason: str) -> list[Step]:
+        """Finish now (the token stream ended): the held-back text and `reason`."""
+        return self._finish([], reason)
+
+    def _finish(self, steps: list[Step], reason: str) -> list[Step]:
+        self.finished = True
+        self.next_token = None
+        steps.append(Step(None, self.text.finish(self.decoder.flush()), reason))
+        return steps
 
 
 class _StopStringFilter:

@@ -1,4 +1,4 @@
-"""Token sampling: greedy, temperature, top-k, top-p, min-p and repetition penalty, seeded.
+"""Token sampling: greedy, temperature, top-k, top-p, min-p and repetition penalties, seeded.
 
 Filters apply in llama.cpp's order (penalty, top-k, top-p, min-p, temperature), so the same
 settings mean the same thing in both tools.
@@ -19,7 +19,9 @@ class SamplingParams:
     top_p: float = 0.95  # >= 1: off
     min_p: float = 0.05  # <= 0: off
     repeat_penalty: float = 1.0  # 1: off
-    repeat_last_n: int = 64
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from each recent token's logit
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted once per occurrence
+    repeat_last_n: int = 64  # the window of recent tokens (prompt included) all three look at
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -29,6 +31,9 @@ class SamplingParams:
             raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
         if self.repeat_penalty <= 0.0:
             raise ValueError(f"repeat_penalty must be positive, got {self.repeat_penalty}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise ValueError(f"{name} must be in [-2, 2], got {getattr(self, name)}")
 
     @classmethod
     def greedy(cls) -> SamplingParams:
@@ -45,8 +50,15 @@ class Sampler:
     def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         p = self.params
         logits = np.asarray(logits, dtype=np.float32)
-        if p.repeat_penalty != 1.0 and history and p.repeat_last_n != 0:
-            logits = apply_repeat_penalty(logits, history[-p.repeat_last_n :], p.repeat_penalty)
+        penalized = p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty
+        if penalized and history and p.repeat_last_n != 0:
+            recent = history[-p.repeat_last_n :]
+            if p.repeat_penalty != 1.0:
+                logits = apply_repeat_penalty(logits, recent, p.repeat_penalty)
+            if p.presence_penalty or p.frequency_penalty:
+                logits = apply_presence_frequency(
+                    logits, recent, p.presence_penalty, p.frequency_penalty
+                )
         if p.temperature <= 0.0:
             return int(np.argmax(logits))
         ids = np.arange(logits.shape[0])
@@ -72,6 +84,17 @@ def apply_repeat_penalty(logits: np.ndarray, recent: Sequence[int], penalty: flo
     ids = np.unique(np.asarray(recent, dtype=np.int64))
     vals = out[ids]
     out[ids] = np.where(vals > 0, vals / penalty, vals * penalty)
+    return out
+
+
+def apply_presence_frequency(
+    logits: np.ndarray, recent: Sequence[int], presence: float, frequency: float
+) -> np.ndarray:
+    """Subtract presence + count · frequency from the logit of each token seen `count` > 0 times
+    in `recent` (OpenAI's definition; llama.cpp applies it after the repeat penalty, as here)."""
+    out = logits.copy()
+    ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
+    out[ids] -= np.float32(presence) + counts.astype(np.float32) * np.float32(frequency)
     return out
 
 

@@ -42,8 +42,9 @@ class KernelMatrix(Protocol):
     n: int
     k: int
 
-    def matmul(self, x: np.ndarray) -> np.ndarray:
-        """y (m, n) = x (m, k) @ W.T."""
+    def matmul(self, x: np.ndarray, batch_invariant: bool = False) -> np.ndarray:
+        """y (m, n) = x (m, k) @ W.T; batch_invariant: each row exactly as a one-row call gives
+        it (the server's batched decode)."""
         ...
 
     def get_rows(self, ids: np.ndarray) -> np.ndarray:

@@ -9,9 +9,11 @@ Runtime GenAI folder) already in the form the kernels use; matrices are KernelMa
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,9 +235,35 @@ class KVCache:
         self.v[layer][:, pos0 : pos0 + m] = v.transpose(1, 0, 2)
 
 
+@dataclass
+class SeqBatch:
+    """Tokens of several sequences in one forward pass (the server's continuous batching): rows
+    [bounds[i], bounds[i + 1]) belong to the sequence whose keys and values live in caches[i], at
+    consecutive positions. Attention runs per sequence over its own cache; every other step (the
+    matrix products above all: their weights are read once for all rows) runs on all rows."""
+
+    caches: Sequence[KVCache]
+    bounds: Sequence[int]  # len(caches) + 1 row offsets, from 0 to the number of rows
+
+
+_batch_invariant = contextvars.ContextVar("phirt_batch_invariant", default=False)
+
+
+@contextlib.contextmanager
+def batch_invariant_matmuls() -> Iterator[None]:
+    """Within this block every matrix product gives each row exactly what it gives that row
+    alone (K.matmul's batch_invariant: the GEMV's one-row dots for any number of rows), so a
+    sequence's logits do not depend on which other sequences share its decode step."""
+    token = _batch_invariant.set(True)
+    try:
+        yield
+    finally:
+        _batch_invariant.reset(token)
+
+
 def linear(x: np.ndarray, w: Any, bias: np.ndarray | None = None) -> np.ndarray:
     """x @ w.T (+ bias); w is a KernelMatrix (formats/source.py)."""
-    y = w.matmul(x)
+    y = w.matmul(x, batch_invariant=_batch_invariant.get())
     if bias is not None:
         y += bias
     return y
@@ -318,16 +346,26 @@ class SelfAttention:
         k: np.ndarray,
         v: np.ndarray,
         positions: np.ndarray,
-        cache: KVCache,
+        cache: KVCache | SeqBatch,
         layer: int,
     ) -> np.ndarray:
-        """q (m, n_head, hd), k and v (m, n_head_kv, hd) at `positions` -> (m, n_head * hd)."""
+        """q (m, n_head, hd), k and v (m, n_head_kv, hd) at `positions` -> (m, n_head * hd).
+        With a SeqBatch each sequence's rows attend over its own cache."""
         self.rope(q, positions)
         self.rope(k, positions)
-        pos0 = int(positions[0])
-        cache.store(layer, pos0, k, v)
         if self.q_scale is not None:
             q *= self.q_scale
+        if isinstance(cache, KVCache):
+            return self._attend(q, k, v, int(positions[0]), cache, layer)
+        out = np.empty((q.shape[0], self.n_out), dtype=np.float32)
+        for c, r0, r1 in zip(cache.caches, cache.bounds[:-1], cache.bounds[1:], strict=True):
+            out[r0:r1] = self._attend(q[r0:r1], k[r0:r1], v[r0:r1], int(positions[r0]), c, layer)
+        return out
+
+    def _attend(
+        self, q: np.ndarray, k: np.ndarray, v: np.ndarray, pos0: int, cache: KVCache, layer: int
+    ) -> np.ndarray:
+        cache.store(layer, pos0, k, v)
         out = cache.attention(
             q, cache.k[layer], cache.v[layer], pos0, self.score_scale, window=self.window
         )

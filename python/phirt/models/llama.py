@@ -15,6 +15,7 @@ from phirt.models.common import (
     DecoderConfig,
     KVCache,
     SelfAttention,
+    SeqBatch,
     TensorSpec,
     linear,
     load_weights,
@@ -55,7 +56,9 @@ class Llama:
             cfg, q_prescale=False, freq_factors=self.w.get("rope_freqs.weight"), weights=self.w
         )
 
-    def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
+    def forward(
+        self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache | SeqBatch
+    ) -> np.ndarray:
         cfg, w = self.cfg, self.w
         m = tokens.shape[0]
         x = w["token_embd.weight"].get_rows(tokens)

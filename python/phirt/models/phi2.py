@@ -16,6 +16,7 @@ from phirt.models.common import (
     DecoderConfig,
     KVCache,
     SelfAttention,
+    SeqBatch,
     TensorSpec,
     linear,
     load_weights,
@@ -84,7 +85,9 @@ class Phi2:
             v.reshape(m, cfg.n_head_kv, cfg.head_dim),
         )
 
-    def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
+    def forward(
+        self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache | SeqBatch
+    ) -> np.ndarray:
         cfg, w = self.cfg, self.w
         x = w["token_embd.weight"].get_rows(tokens)
         for i, lw in enumerate(self.layers):

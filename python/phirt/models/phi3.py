@@ -17,6 +17,7 @@ from phirt.models.common import (
     DecoderConfig,
     KVCache,
     SelfAttention,
+    SeqBatch,
     TensorSpec,
     linear,
     load_weights,
@@ -61,7 +62,9 @@ class Phi3:
             cfg, q_prescale=True, freq_factors=self.w.get(key), weights=self.w
         )
 
-    def forward(self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache) -> np.ndarray:
+    def forward(
+        self, tokens: np.ndarray, positions: np.ndarray, cache: KVCache | SeqBatch
+    ) -> np.ndarray:
         """Hidden states after the final norm, (m, n_embd), for tokens at `positions`."""
         cfg, w = self.cfg, self.w
         x = w["token_embd.weight"].get_rows(tokens)

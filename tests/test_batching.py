@@ -1,0 +1,158 @@
+"""Continuous batching in the engine: several sequences, each in its own KV cache, share one forward
+pass (NativeEngine.eval_batch). A sequence's logits must be bit for bit the same whether it runs
+alone or beside others, on every kernel ISA this CPU has (the server's guarantee that batching
+never changes a greedy answer), and the same as the single-sequence engine's decode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import phirt._kernels as K
+import pytest
+from gguf import GGMLQuantizationType as T
+
+from model_factory import ModelFactory
+from phirt.engine import NativeEngine
+from phirt.errors import ContextFullError
+from smollm2 import smollm2_path
+
+WEIGHT_TYPES = [
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q8_0",
+    "Q4_K",
+    "Q5_K",
+    "Q6_K",
+    "F16",
+    "BF16",
+    "F32",
+]
+
+
+@pytest.mark.parametrize("name", WEIGHT_TYPES)
+def test_batch_invariant_matmul_rows_are_the_gemv(name: str, each_isa: str) -> None:
+    """Every row of a batch_invariant product equals the m = 1 product of that row alone, for
+    batches large enough that the default path takes the packed GEMM (m >= 4) where the ISA has
+    one, in any order and next to any other rows."""
+    rng = np.random.default_rng(3)
+    n, k = 48, 512
+    w = K.QMatrix(
+        K.quantize(int(T[name]), rng.standard_normal((n, k)).astype(np.float32)), int(T[name]), n, k
+    )
+    x = rng.standard_normal((9, k)).astype(np.float32)
+    alone = np.concatenate([K.matmul(w, x[i : i + 1]) for i in range(len(x))])
+    for rows in (range(9), [8, 3, 0, 5], [2, 7], [4, 4, 4, 4, 1, 6]):
+        got = K.matmul(w, np.ascontiguousarray(x[list(rows)]), batch_invariant=True)
+        np.testing.assert_array_equal(
+            got, alone[list(rows)], err_msg=f"{name} {each_isa} rows {rows}"
+        )
+
+
+def greedy_solo(engine: NativeEngine, prompt: list[int], n: int, chunk: int) -> list[np.ndarray]:
+    """Logits of each decode step of one sequence alone: prefill in chunks, then n greedy steps."""
+    cache = engine.new_cache()
+    pos = 0
+    for i in range(0, len(prompt), chunk):
+        logits = engine.eval_batch([(cache, pos, prompt[i : i + chunk])])[0]
+        pos += len(prompt[i : i + chunk])
+    out = [logits]
+    for _ in range(n):
+        logits = engine.eval_batch([(cache, pos, [int(np.argmax(logits))])], batch_invariant=True)[
+            0
+        ]
+        pos += 1
+        out.append(logits)
+    return out
+
+
+def greedy_batched(
+    engine: NativeEngine, prompts: list[list[int]], n: int, chunk: int, joins: list[int]
+) -> tuple[list[list[np.ndarray]], int]:
+    """The same sequences run together: sequence i is prefilled (chunk by chunk, one chunk per
+    step, as the server does) from step joins[i], then decodes beside whoever is active; each
+    leaves after n steps, so the batch grows and shrinks. Also returns the widest decode step."""
+    caches = [engine.new_cache() for _ in prompts]
+    pos = [0] * len(prompts)
+    logits: list[list[np.ndarray]] = [[] for _ in prompts]
+    step = widest = 0
+    while any(len(lg) < n + 1 for lg in logits):
+        for i, p in enumerate(prompts):  # one prefill chunk per step, oldest first
+            if joins[i] <= step and pos[i] < len(p):
+                part = p[pos[i] : pos[i] + chunk]
+                row = engine.eval_batch([(caches[i], pos[i], part)])[0]
+                pos[i] += len(part)
+                if pos[i] == len(p):
+                    logits[i].append(row)
+                break
+        active = [i for i, p in enumerate(prompts) if pos[i] >= len(p) and 0 < len(logits[i]) <= n]
+        if active:
+            spans = [(caches[i], pos[i], [int(np.argmax(logits[i][-1]))]) for i in active]
+            rows = engine.eval_batch(spans, batch_invariant=True)
+            widest = max(widest, len(spans))
+            for i, row in zip(active, rows, strict=True):
+                pos[i] += 1
+                logits[i].append(row)
+        step += 1
+    return logits, widest
+
+
+def check_batched_equals_solo(path: Path, chunk: int = 8, n: int = 8) -> None:
+    engine = NativeEngine(path, n_ctx=96)
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(0, 1000, size).tolist() for size in (3, 12, 21, 1, 6)]
+    solo = [greedy_solo(engine, p, n, chunk) for p in prompts]
+    batched, widest = greedy_batched(engine, prompts, n, chunk, joins=[0, 0, 1, 3, 9])
+    assert widest >= 4  # the default path would take the packed GEMM here
+    for i, (a, b) in enumerate(zip(solo, batched, strict=True)):
+        assert len(a) == len(b) == n + 1
+        for step, (x, y) in enumerate(zip(a, b, strict=True)):
+            np.testing.assert_array_equal(x, y, err_msg=f"sequence {i} step {step} ({K.isa()})")
+
+
+@pytest.mark.parametrize(
+    "arch,qtype,variant",
+    [
+        ("phi3", "Q4_0", "gqa"),
+        ("phi3", "Q8_0", "swa"),
+        ("phi2", "Q5_1", "plain"),
+        ("llama", "Q4_1", "gqa"),
+    ],
+)
+def test_batched_decode_is_bit_identical_to_solo(
+    models: ModelFactory, arch: str, qtype: str, variant: str, each_isa: str
+) -> None:
+    check_batched_equals_solo(getattr(models, arch)(qtype, variant))
+
+
+def test_batched_decode_is_bit_identical_to_solo_smollm2(each_isa: str) -> None:
+    check_batched_equals_solo(smollm2_path(), chunk=16, n=6)
+
+
+def test_solo_decode_is_the_engines_own(models: ModelFactory) -> None:
+    """A sequence decoded through eval_batch (batch_invariant) gets the logits NativeEngine.eval
+    gives it, prefill included when the chunk is the engine's own batch: the server's greedy
+    answer is phirt.load(...).generate's."""
+    engine = NativeEngine(models.phi3("Q4_0", "plain"), n_ctx=64)
+    prompt = np.random.default_rng(2).integers(0, 1000, 13).tolist()
+    solo = greedy_solo(engine, prompt, 5, chunk=512)
+    engine.reset()
+    logits = engine.eval(prompt)
+    for step in range(6):
+        np.testing.assert_array_equal(logits, solo[step], err_msg=f"step {step}")
+        logits = engine.eval([int(np.argmax(logits))])
+
+
+def test_eval_batch_rejects_what_does_not_fit(models: ModelFactory) -> None:
+    engine = NativeEngine(models.llama("Q4_0", "gqa"), n_ctx=16)
+    cache = engine.new_cache()
+    with pytest.raises(
+        ContextFullError, match="4 tokens at position 14 do not fit a context window of 16"
+    ):
+        engine.eval_batch([(cache, 14, [1, 2, 3, 4])])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        engine.eval_batch([(cache, 0, [1]), (engine.new_cache(), 0, [10**6])])
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.eval_batch([(cache, 0, [])])
