@@ -88,7 +88,7 @@ def run_bench(
         model=path,
         backend=model.backend,
         isa=K.isa(),
-        threads=K.get_num_threads(),
+        threads=engine.n_threads,
         n_ctx=model.n_ctx,
         load_seconds=load_seconds,
         pp_tokens=pp,

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from phirt.errors import InvalidArgumentError
 from phirt.sampling import Sampler
 
 
@@ -55,7 +56,7 @@ def generate_steps(
     starts a new text; a continuation must keep it: "France is" + " Paris").
     """
     if not prompt:
-        raise ValueError("the prompt is empty")
+        raise InvalidArgumentError("the prompt is empty")
     stop_ids = set(stop_ids)
     done = engine.reuse_prefix(prompt)
     logits = engine.eval(prompt[done:])
