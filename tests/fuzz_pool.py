@@ -203,7 +203,7 @@ class WorkerPool:
         n_workers: int = 2,
         timeout: float = 20.0,
         mem_factor: float = 3.0,
-        mem_slack: int = 192 * MiB,
+        mem_slack: int = 64 * MiB,
         env: dict[str, str] | None = None,
         warm: Iterable[Path] = (),
         start_timeout: float = 120.0,

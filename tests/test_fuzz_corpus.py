@@ -5,7 +5,7 @@ crash, no hang, no other exception, and no allocation beyond a small multiple of
 Knobs (environment): PHIRT_FUZZ_CASES random cases (default 1300, on top of ~950
 deterministic truncations), PHIRT_FUZZ_SEED, PHIRT_FUZZ_WORKERS, PHIRT_FUZZ_TIMEOUT seconds per
 case, PHIRT_FUZZ_MEM_FACTOR (a case may grow the address space by this many times its file size
-plus 192 MiB; 0: no limit), PHIRT_FUZZ_BOUNDARIES=0 skips the truncations, PHIRT_FUZZ_SAVE a
+plus 64 MiB; 0: no limit), PHIRT_FUZZ_BOUNDARIES=0 skips the truncations, PHIRT_FUZZ_SAVE a
 folder that receives every failing input. The sanitizer job (.ci/sanitize.sh) runs a share of
 the corpus with the ASan build of the extension, whose runtime the workers inherit (LD_PRELOAD).
 """

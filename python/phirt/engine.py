@@ -49,9 +49,7 @@ class NativeEngine:
         # arguments first: a bad one is reported before any work on the file
         if n_threads is not None:
             n_threads = check_int("n_threads", n_threads, 1)
-        # n_threads given: a pool of this engine's own, installed around its kernel calls, so two
-        # models in one process keep their own thread counts; else the process default pool
-        self._pool = K.ThreadPool(n_threads) if n_threads is not None else None
+        self._pool: Any = None  # the default pool until the file checks out
         if n_ctx is not None:
             n_ctx = check_int("n_ctx", n_ctx, 1)
             if n_ctx > MAX_CTX:  # positions are int32 in the kernels
@@ -78,6 +76,10 @@ class NativeEngine:
         if n_ctx is None:
             n_ctx = min(self.config.n_ctx_train, DEFAULT_MAX_CTX)
         self.n_ctx = n_ctx
+        # n_threads given: a pool of this engine's own, installed around its kernel calls, so two
+        # models in one process keep their own thread counts; else the process default pool
+        if n_threads is not None:
+            self._pool = K.ThreadPool(n_threads)
         # the weights first: their shapes check the hyper-parameters that size the cache
         with self.threads():
             self.model = arch.model_class(self.gguf, self.config, n_ctx)
@@ -93,7 +95,8 @@ class NativeEngine:
 
     @property
     def n_threads(self) -> int:
-        """Threads this engine's kernels run on (its own pool, or the process default)."""
+        """Threads this engine's kernels run on: its own pool's, or (called outside any other
+        model's call) the default pool's."""
         return self._pool.size if self._pool is not None else K.get_num_threads()
 
     @contextmanager
