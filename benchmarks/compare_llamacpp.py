@@ -97,7 +97,7 @@ class PhirtEngine:
         return {
             "version": getattr(phirt, "__version__", "?"),
             "backend": f"{self.model.backend}, {K.isa()}",
-            "threads": K.get_num_threads(),
+            "threads": self.engine.n_threads,
         }
 
 

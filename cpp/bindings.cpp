@@ -25,7 +25,8 @@ using namespace phirt;
 
 namespace phirt {
 void bind_gguf(py::module_ &mod);  // bind_gguf.cpp
-}
+bool install_sigbus_note();        // sigbus_note.cpp
+}  // namespace phirt
 
 namespace {
 
@@ -640,6 +641,35 @@ void bind_nbits(py::module_ &mod) {
             "float32 scales (m, n_blocks))");
 }
 
+// ---- thread pools ------------------------------------------------------------------------------
+// Kernels run on the calling thread's pool (threadpool.h): the default one, sized by
+// set_num_threads, or a ThreadPool a model installed around its kernel calls.
+
+thread_local std::shared_ptr<ThreadPool> t_pool_owner;  // keeps the installed pool alive
+
+py::object install_pool_py(std::shared_ptr<ThreadPool> pool) {
+    std::shared_ptr<ThreadPool> previous = std::move(t_pool_owner);
+    t_pool_owner = std::move(pool);
+    install_pool(t_pool_owner.get());
+    return previous ? py::cast(previous) : py::none();
+}
+
+void bind_threads(py::module_ &mod) {
+    py::class_<ThreadPool, std::shared_ptr<ThreadPool>>(
+        mod, "ThreadPool", "A pool of n_threads (the caller included) for one model's kernels.")
+        .def(py::init([](int n) { return std::make_shared<ThreadPool>(clamp_threads(n)); }),
+             py::arg("n_threads"))
+        .def_property_readonly("size", &ThreadPool::size)
+        .def(
+            "resize", [](ThreadPool &pool, int n) { pool.resize(clamp_threads(n)); },
+            py::arg("n_threads"));
+    mod.def("install_pool", &install_pool_py, py::arg("pool").none(true),
+            "run this thread's kernels on pool (None: the default pool); returns the previous");
+    mod.def("set_num_threads", &set_num_threads, py::arg("n"),
+            "size of the default pool, clamped to [1, 256]");
+    mod.def("get_num_threads", &get_num_threads, "size of the pool this thread's kernels use");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_kernels, mod) {
@@ -691,8 +721,10 @@ PYBIND11_MODULE(_kernels, mod) {
     bind_nbits(mod);  // ONNX MatMulNBits
     bind_gguf(mod);   // GGUF string arrays
 
-    mod.def("set_num_threads", &set_num_threads, py::arg("n"));
-    mod.def("get_num_threads", &get_num_threads);
+    bind_threads(mod);
+    mod.def("install_sigbus_note", &install_sigbus_note,
+            "print a one-line cause before a SIGBUS (a mapped model file truncated) ends the "
+            "process; installed once, chaining to the previous handler");
     mod.def("physical_cores", &physical_cores);
     mod.def("isa", [] { return std::string(active_kernels().isa); });
     mod.def("available_isas", &available_isas);

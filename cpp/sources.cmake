@@ -1,5 +1,5 @@
 # Kernel sources and per-file ISA flags, shared by the Python module and the C++ test binary.
-# Sets PHIRT_SOURCES and PHIRT_DEFINITIONS.
+# Sets PHIRT_SOURCES, PHIRT_BINDING_SOURCES and PHIRT_DEFINITIONS.
 set(PHIRT_CPP_DIR ${CMAKE_CURRENT_LIST_DIR})
 
 set(PHIRT_REFERENCE_SOURCES
@@ -17,6 +17,11 @@ set(PHIRT_SOURCES
     ${PHIRT_CPP_DIR}/matmul.cpp
     ${PHIRT_CPP_DIR}/ops.cpp)
 set(PHIRT_DEFINITIONS "")
+# The Python module's own files (the only ones that include pybind11), on top of PHIRT_SOURCES.
+set(PHIRT_BINDING_SOURCES
+    ${PHIRT_CPP_DIR}/bindings.cpp
+    ${PHIRT_CPP_DIR}/bind_gguf.cpp
+    ${PHIRT_CPP_DIR}/sigbus_note.cpp)
 
 # The scalar reference is the spec: no FMA contraction, so rounding is the same on every machine.
 set_source_files_properties(${PHIRT_REFERENCE_SOURCES} PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")

@@ -149,16 +149,44 @@ int physical_cores() {
     return cores.empty() ? (logical > 0 ? logical : 1) : (int)cores.size();
 }
 
-ThreadPool &global_pool() {
+namespace {
+thread_local ThreadPool *t_installed = nullptr;
+
+ThreadPool &default_pool() {
     // Leaked on purpose: workers must not be joined during interpreter shutdown.
     static ThreadPool *pool = new ThreadPool(physical_cores());
     return *pool;
 }
+}  // namespace
+
+ThreadPool &global_pool() {
+    ThreadPool *pool = t_installed;
+    return pool != nullptr ? *pool : default_pool();
+}
+
+ThreadPool *installed_pool() {
+    return t_installed;
+}
+
+ThreadPool *install_pool(ThreadPool *pool) {
+    ThreadPool *previous = t_installed;
+    t_installed = pool;
+    return previous;
+}
+
+PoolScope::PoolScope(ThreadPool *pool) : previous_(install_pool(pool)) {}
+
+PoolScope::~PoolScope() {
+    install_pool(previous_);
+}
+
+int clamp_threads(int n) {
+    return std::min(std::max(n, 1), kMaxThreads);
+}
 
 void set_num_threads(int n) {
-    if (n < 1) n = 1;
-    if (n > kMaxThreads) n = kMaxThreads;
-    ThreadPool &pool = global_pool();
+    n = clamp_threads(n);
+    ThreadPool &pool = default_pool();
     if (pool.size() != n) pool.resize(n);
 }
 

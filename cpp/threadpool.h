@@ -54,10 +54,33 @@ class ThreadPool {
 // Physical cores of this machine (falls back to logical CPUs).
 int physical_cores();
 
-// The process-wide pool used by all kernels (never destroyed); resized by set_num_threads,
-// which is safe while other threads run kernels.
+// The pool the calling thread's kernels run on: the one a PoolScope installed on this thread,
+// else the process-wide default pool (never destroyed). Two models in one process each keep their
+// own thread count by running their kernels inside a scope of their own pool.
 ThreadPool &global_pool();
+
+// Installs `pool` as the calling thread's pool for the scope's lifetime (nullptr: the default);
+// scopes nest. The caller keeps the pool alive while the scope lasts.
+class PoolScope {
+   public:
+    explicit PoolScope(ThreadPool *pool);
+    ~PoolScope();
+    PoolScope(const PoolScope &) = delete;
+    PoolScope &operator=(const PoolScope &) = delete;
+
+   private:
+    ThreadPool *previous_;
+};
+
+// The calling thread's installed pool (nullptr when it uses the default), and a setter that
+// returns the previous one: what PoolScope does, for callers whose scope is not a C++ block.
+ThreadPool *installed_pool();
+ThreadPool *install_pool(ThreadPool *pool);
+
+// The default pool's size (set_num_threads is safe while other threads run kernels), and the
+// calling thread's current pool size (get_num_threads).
 void set_num_threads(int n);
 int get_num_threads();
+int clamp_threads(int n);  // n within [1, 256]
 
 }  // namespace phirt

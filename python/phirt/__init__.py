@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from phirt.errors import ContextFullError, FormatError, PhirtError, UnsupportedError
+from phirt.errors import (
+    BackendUnavailableError,
+    ContextFullError,
+    FormatError,
+    InvalidArgumentError,
+    NumericalError,
+    PhirtError,
+    UnsupportedError,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailableError",
     "ContextFullError",
     "FormatError",
+    "InvalidArgumentError",
     "Model",
+    "NumericalError",
     "PhirtError",
     "UnsupportedError",
     "__version__",

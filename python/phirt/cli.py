@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from phirt.backends.selection import MODULES
 from phirt.bench import add_bench_subcommand
 from phirt.doctor import add_doctor_subcommand
-from phirt.errors import PhirtError
+from phirt.errors import InvalidArgumentError, PhirtError, one_line
 from phirt.quantize.cli import add_quantize_subcommands
 
 
@@ -133,6 +134,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return 0
+        except UnicodeDecodeError:
+            print("[input is not valid UTF-8: line skipped]", file=sys.stderr, flush=True)
+            continue
         text = line.strip()
         if not text:
             continue
@@ -153,8 +157,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
         _print_stats(model)
 
 
+def _read_stdin() -> str:
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgumentError(
+            f"the prompt on stdin is not valid UTF-8 (byte {exc.start})"
+        ) from None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _read_stdin() if args.prompt == "-" else args.prompt
     model = _load(args)
     max_tokens = args.max_tokens or 128
     _stream(model.generate(prompt, max_tokens, stream=True, stop=args.stop, **_sampling(args)))
@@ -320,9 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Errors a user can cause (PhirtError, and file-system errors such as an
+    unwritable output) print as one line without a traceback and exit 1; Ctrl-C outside a reply
+    exits 130; a closed stdout (`phirt generate ... | head`) ends quietly."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (PhirtError, FileNotFoundError, IsADirectoryError, PermissionError, ValueError) as err:
+    except PhirtError as err:
         print(f"phirt: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader went away: point stdout at /dev/null so the exit flush does not fail too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"phirt: error: {one_line(where + (err.strerror or str(err)))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130

@@ -13,19 +13,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from phirt import _kernels as K
-from phirt.errors import ContextFullError, FormatError, UnsupportedError
+from phirt.errors import (
+    ContextFullError,
+    FormatError,
+    InvalidArgumentError,
+    NumericalError,
+    UnsupportedError,
+    check_choice,
+    check_int,
+)
 from phirt.formats import open_model
-from phirt.models.common import KVCache, SeqBatch, batch_invariant_matmuls
+from phirt.models.common import KV_TYPES, KVCache, SeqBatch, batch_invariant_matmuls
 from phirt.models.registry import find_architecture
 from phirt.tokenizer import Tokenizer
 
 DEFAULT_MAX_CTX = 4096
+MAX_CTX = 2**31 - 1
 PREFILL_BATCH = 512
 
 
@@ -42,12 +52,20 @@ class NativeEngine:
         n_threads: int | None = None,
         kv_type: str | None = None,
     ) -> None:
-        self.path = os.fspath(path)
+        self.path = _check_path(path)
+        # arguments first: a bad one is reported before any work on the file
         if n_threads is not None:
-            if n_threads < 1:
-                raise ValueError(f"n_threads must be >= 1, got {n_threads}")
-            K.set_num_threads(n_threads)
+            n_threads = check_int("n_threads", n_threads, 1)
+        self._pool: Any = None  # the default pool until the file checks out
+        if n_ctx is not None:
+            n_ctx = check_int("n_ctx", n_ctx, 1)
+            if n_ctx > MAX_CTX:  # positions are int32 in the kernels
+                raise InvalidArgumentError(f"n_ctx must be at most {MAX_CTX}, got {n_ctx}")
+        if kv_type is not None:
+            check_choice("kv_type", kv_type, KV_TYPES)
         self.source = open_model(self.path)
+        K.install_sigbus_note()
+        self._stat = _file_identity(self.path)
         meta = self.source.metadata
         arch = find_architecture(self.source.arch or "<missing general.architecture>", self.path)
         self.tokenizer = Tokenizer.from_metadata(meta, path=self.path)
@@ -69,8 +87,6 @@ class NativeEngine:
         max_ctx = table.shape[0] if table is not None else None
         if n_ctx is None:
             n_ctx = min(self.config.n_ctx_train, DEFAULT_MAX_CTX, max_ctx or DEFAULT_MAX_CTX)
-        if n_ctx < 1:
-            raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
         if max_ctx is not None and n_ctx > max_ctx:
             raise UnsupportedError(
                 f"a context of {n_ctx} tokens is longer than the model's rotary tables "
@@ -78,10 +94,16 @@ class NativeEngine:
                 self.path,
             )
         self.n_ctx = n_ctx
-        # before the weights: it checks kv_type, and its pages are only mapped as the context fills
-        # the format's own runtime's cache type unless asked: llama.cpp f16, onnxruntime f32
+        # n_threads given: a pool of this engine's own, installed around its kernel calls, so two
+        # models in one process keep their own thread counts; else the process default pool
+        if n_threads is not None:
+            self._pool = K.ThreadPool(n_threads)
+        # the weights first: their shapes check the hyper-parameters that size the cache
+        with self.threads():
+            self.model = arch.model_class(self.source, self.config, n_ctx)
+        # the format's own runtime's cache type unless asked: llama.cpp f16, onnxruntime f32;
+        # its pages are only mapped as the context fills
         self.cache = KVCache(self.config, n_ctx, kv_type or self.source.native_kv_type, self.path)
-        self.model = arch.model_class(self.source, self.config, n_ctx)
         # token_embd is read a row per token: it stays lazy unless it doubles as the output matrix
         tied = "output.weight" not in self.source.tensors
         self.source.prefault(n for n in self.source.tensors if tied or n != "token_embd.weight")
@@ -91,6 +113,23 @@ class NativeEngine:
     def metadata(self) -> dict[str, Any]:
         """GGUF-named metadata (for an ONNX folder, what its graph and files map to)."""
         return self.source.metadata  # type: ignore[return-value]
+
+    @property
+    def n_threads(self) -> int:
+        """Threads this engine's kernels run on: its own pool's, or (called outside any other
+        model's call) the default pool's."""
+        return self._pool.size if self._pool is not None else K.get_num_threads()
+
+    @contextmanager
+    def threads(self) -> Iterator[None]:
+        """Run the enclosed kernel calls on this engine's pool (None: the default pool). Always
+        installed, never skipped: were an interrupt to land between an install and its undo in
+        another engine, that engine's pool would not leak into this one's calls."""
+        previous = K.install_pool(self._pool)
+        try:
+            yield
+        finally:
+            K.install_pool(previous)
 
     def reset(self) -> None:
         self.tokens = []
@@ -107,25 +146,39 @@ class NativeEngine:
 
     def eval(self, tokens: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append tokens to the cache; logits of the last token (n_vocab,) or of all (m, n_vocab)."""
-        if len(tokens) == 0:
-            raise ValueError("eval needs at least one token")
-        if len(self.tokens) + len(tokens) > self.n_ctx:
+        ids = _token_array(tokens)
+        if len(ids) == 0:
+            raise InvalidArgumentError("tokens is empty: evaluation needs at least one token")
+        if len(self.tokens) + len(ids) > self.n_ctx:
             raise ContextFullError(
                 f"context window of {self.n_ctx} tokens is full ({len(self.tokens)} in use, "
-                f"{len(tokens)} more requested); start over or use a larger context (--ctx)",
+                f"{len(ids)} more requested); start over or use a larger context (--ctx)",
                 self.path,
             )
-        ids = np.asarray(tokens, dtype=np.int64)
         if ids.min() < 0 or ids.max() >= self.n_vocab:
             bad = int(ids[(ids < 0) | (ids >= self.n_vocab)][0])
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.n_vocab})")
+            raise InvalidArgumentError(
+                f"token id {bad} is outside the vocabulary [0, {self.n_vocab})"
+            )
+        self._check_file()
+        with self.threads():
+            logits = self._forward(ids, all_logits)
+        if not np.isfinite(logits).all():
+            raise NumericalError(
+                f"the model produced non-finite logits (NaN or Inf) at position "
+                f"{len(self.tokens) - 1}: its weights are corrupt or its activations overflow",
+                self.path,
+            )
+        return logits
+
+    def _forward(self, ids: np.ndarray, all_logits: bool) -> np.ndarray:
         outs = []
         for start in range(0, len(ids), PREFILL_BATCH):
             batch = ids[start : start + PREFILL_BATCH].astype(np.int32)
             pos0 = len(self.tokens)
             positions = np.arange(pos0, pos0 + len(batch), dtype=np.int32)
             hidden = self.model.forward(batch, positions, self.cache)
-            self.tokens.extend(int(t) for t in batch)
+            self.tokens.extend(batch.tolist())  # one call: an interrupt cannot split it
             if all_logits:
                 outs.append(self.model.logits(hidden))
             elif start + PREFILL_BATCH >= len(ids):
@@ -150,11 +203,11 @@ class NativeEngine:
         own, whatever else is in the batch (models.common.batch_invariant_matmuls); the server
         decodes with it. Without it a span of many tokens takes the faster prefill GEMM."""
         if not spans:
-            raise ValueError("eval_batch needs at least one span")
+            raise InvalidArgumentError("eval_batch needs at least one span")
         caches, bounds, ids, positions = [], [0], [], []
         for cache, pos0, tokens in spans:
             if len(tokens) == 0:
-                raise ValueError("every span needs at least one token")
+                raise InvalidArgumentError("every span needs at least one token")
             if pos0 < 0 or pos0 + len(tokens) > cache.n_ctx:
                 raise ContextFullError(
                     f"{len(tokens)} tokens at position {pos0} do not fit a context window of "
@@ -163,15 +216,70 @@ class NativeEngine:
                 )
             caches.append(cache)
             bounds.append(bounds[-1] + len(tokens))
-            ids.extend(tokens)
+            ids.extend(_token_array(tokens).tolist())
             positions.append(np.arange(pos0, pos0 + len(tokens), dtype=np.int32))
         batch = np.asarray(ids, dtype=np.int64)
         if batch.min() < 0 or batch.max() >= self.n_vocab:
             bad = int(batch[(batch < 0) | (batch >= self.n_vocab)][0])
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.n_vocab})")
+            raise InvalidArgumentError(
+                f"token id {bad} is outside the vocabulary [0, {self.n_vocab})"
+            )
         last = np.asarray(bounds[1:], dtype=np.intp) - 1
-        with batch_invariant_matmuls() if batch_invariant else contextlib.nullcontext():
+        self._check_file()
+        invariant = batch_invariant_matmuls() if batch_invariant else contextlib.nullcontext()
+        with self.threads(), invariant:
             hidden = self.model.forward(
                 batch.astype(np.int32), np.concatenate(positions), SeqBatch(caches, bounds)
             )
             return self.model.logits(np.ascontiguousarray(hidden[last]))
+
+    def _check_file(self) -> None:
+        """FormatError if the model file was truncated or rewritten in place since it was
+        mapped: its pages are the weights, and a truncated mapping faults (SIGBUS) when read.
+        A file replaced by a new one (rename, delete) is harmless: the old one stays mapped."""
+        if self._stat is None:
+            return  # a folder: its files are checked when it opens
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return  # deleted or renamed away: the mapping still holds the original
+        if (st.st_dev, st.st_ino) != self._stat[:2]:
+            return
+        if (st.st_size, st.st_mtime_ns) != self._stat[2:]:
+            raise FormatError(
+                f"the model file changed on disk while loaded (size {self._stat[2]} -> "
+                f"{st.st_size} bytes); load it again",
+                self.path,
+            )
+
+
+def _file_identity(path: str) -> tuple[int, int, int, int] | None:
+    """What _check_file compares: a file's device, inode, size and mtime (None for a folder)."""
+    if not os.path.isfile(path):
+        return None
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _check_path(path: object) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgumentError(f"path must be a str or os.PathLike, got {path!r}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        text = os.fsdecode(text)
+    if not text or "\0" in text:
+        raise InvalidArgumentError(f"path {text!r} is not a valid file name")
+    return text
+
+
+def _token_array(tokens: Sequence[int]) -> np.ndarray:
+    """Token ids as int64; InvalidArgumentError for anything that is not a sequence of ints."""
+    try:
+        ids = np.asarray(tokens)
+    except (TypeError, ValueError):
+        ids = None
+    if ids is None or ids.ndim != 1 or not (ids.dtype.kind in "iu" or ids.size == 0):
+        raise InvalidArgumentError(
+            f"tokens must be a sequence of integer token ids, got {tokens!r:.80}"
+        )
+    return ids.astype(np.int64)

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from phirt.errors import InvalidArgumentError
 from phirt.sampling import Sampler
 
 
@@ -65,7 +66,7 @@ def generate_steps(
     starts a new text; a continuation must keep it: "France is" + " Paris").
     """
     if not prompt:
-        raise ValueError("the prompt is empty")
+        raise InvalidArgumentError("the prompt is empty")
     yield from token_steps(
         sampled_tokens(engine, prompt, sampler),
         tokenizer,

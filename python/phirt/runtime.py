@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from phirt.backends.base import Engine, OpenOptions, has_logits
-from phirt.errors import ContextFullError, UnsupportedError
+from phirt.errors import (
+    ContextFullError,
+    FormatError,
+    InvalidArgumentError,
+    UnsupportedError,
+    check_int,
+)
 from phirt.generate import Step, sampled_tokens, token_steps
 from phirt.sampling import Sampler, SamplingParams
 
@@ -65,10 +72,15 @@ class Model:
         return self.engine.n_vocab
 
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
-        return self.tokenizer.encode(text, add_bos=add_bos, parse_special=special)
+        """Token ids of `text`. InvalidArgumentError if it is not a str or holds a lone
+        surrogate (not valid Unicode: decode bytes with errors="replace" first)."""
+        if add_bos is not None and not isinstance(add_bos, bool):
+            raise InvalidArgumentError(f"add_bos must be True, False or None, got {add_bos!r}")
+        return self.tokenizer.encode(text, add_bos=add_bos, parse_special=bool(special))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(tokens))
+        """Text of token ids; InvalidArgumentError for an id outside the vocabulary."""
+        return self.tokenizer.decode(_token_list(tokens))
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits (len(tokens), n_vocab) of a fresh evaluation of `tokens` from position 0."""
@@ -76,8 +88,9 @@ class Model:
             raise UnsupportedError(
                 f"the {self.backend} backend streams tokens and does not expose logits"
             )
+        tokens = _token_list(tokens)
         self.engine.reset()
-        return self.engine.eval(list(tokens), all_logits=True)
+        return self.engine.eval(tokens, all_logits=True)
 
     def reset(self) -> None:
         """Forget the cached context."""
@@ -91,9 +104,14 @@ class Model:
         stop: Sequence[str] = (),
         **sampling: Any,
     ) -> str | Iterator[str]:
-        """Continue `prompt` (text or token ids). stream=True yields text pieces as they come."""
-        tokens = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
-        pieces = self._run(tokens, max_tokens, stop, SamplingParams(**sampling))
+        """Continue `prompt` (text or token ids). stream=True yields text pieces as they come.
+        Arguments are checked here, before the first piece: a bad one raises
+        InvalidArgumentError even when streaming."""
+        params, stop = _check_run_args(max_tokens, stop, sampling)
+        tokens = self.tokenize(prompt) if isinstance(prompt, str) else _token_list(prompt)
+        if not tokens:
+            raise InvalidArgumentError("prompt is empty (and the model adds no BOS token)")
+        pieces = self._run(tokens, max_tokens, stop, params)
         return pieces if stream else "".join(pieces)
 
     def chat(
@@ -108,12 +126,13 @@ class Model:
 
         The KV cache is reused across calls: a follow-up turn evaluates only its new tokens.
         """
+        params, stop = _check_run_args(max_tokens, stop, sampling)
         tokens = self.chat_tokens(messages)
-        pieces = self._run(tokens, max_tokens, stop, SamplingParams(**sampling), reply=True)
+        pieces = self._run(tokens, max_tokens, stop, params, reply=True)
         return pieces if stream else "".join(pieces)
 
     def chat_tokens(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        text = self.chat_template.render(list(messages), add_generation_prompt=True)
+        text = self.chat_template.render(_check_messages(messages), add_generation_prompt=True)
         bos = self.tokenizer.bos_text
         add_bos = None if not bos or not text.startswith(bos) else False
         return self.tokenize(text, add_bos=add_bos, special=True)
@@ -127,7 +146,7 @@ class Model:
         reply: bool = False,
     ) -> Iterator[str]:
         if not tokens:
-            raise ValueError("the prompt is empty")
+            raise InvalidArgumentError("the prompt is empty")
         stats = GenerationStats(prompt_tokens=len(tokens))
         self.last_stats = stats
         engine: Any = self.engine
@@ -171,6 +190,53 @@ class Model:
                 yield step.text
 
 
+def _token_list(tokens: Any) -> list[int]:
+    """Token ids as a list of ints; InvalidArgumentError for anything else."""
+    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, (Sequence, np.ndarray)):
+        raise InvalidArgumentError(f"tokens must be a sequence of token ids, got {tokens!r:.80}")
+    try:
+        return [operator.index(t) for t in tokens]
+    except TypeError:
+        bad = next(t for t in tokens if not hasattr(t, "__index__") or isinstance(t, bool))
+        raise InvalidArgumentError(f"tokens must be integer ids, got {bad!r:.80}") from None
+
+
+def _check_run_args(
+    max_tokens: Any, stop: Any, sampling: dict[str, Any]
+) -> tuple[SamplingParams, tuple[str, ...]]:
+    check_int("max_tokens", max_tokens, 0)
+    if isinstance(stop, str):
+        stop = (stop,)  # one stop string, as the OpenAI API allows
+    if not isinstance(stop, (Sequence, set, frozenset)) or not all(
+        isinstance(s, str) for s in stop
+    ):
+        raise InvalidArgumentError(f"stop must be a string or a list of strings, got {stop!r:.80}")
+    known = [f.name for f in fields(SamplingParams)]
+    unknown = sorted(set(sampling) - set(known))
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown sampling option {unknown[0]!r} (options: {', '.join(known)})"
+        )
+    return SamplingParams(**sampling), tuple(stop)
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    """A conversation: a list of {"role": str, "content": str, ...} dicts."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise InvalidArgumentError(
+            f"messages must be a list of {{'role', 'content'}} dicts, got {messages!r:.80}"
+        )
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+            raise InvalidArgumentError(f"messages[{i}] needs a 'role' string, got {m!r:.80}")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise InvalidArgumentError(
+                f"messages[{i}]['content'] must be a string, got {type(content).__name__}"
+            )
+    return [dict(m) for m in messages]
+
+
 def load(
     path: str | os.PathLike[str],
     n_threads: int | None = None,
@@ -182,8 +248,8 @@ def load(
     backend_options: dict[str, Any] | None = None,
 ) -> Model:
     """Load a model: a GGUF file, or a folder a backend reads (ONNX Runtime GenAI, which phirt's
-    own kernels read too; OpenVINO IR; mlx-lm). device: "auto" (an accelerator when a backend can run the model on one, else
-    phirt's CPU kernels), "cpu", "gpu", "npu", "cuda", "metal", ... or a backend's own device
+    own kernels read too; OpenVINO IR; mlx-lm). device: "auto" (an accelerator when a backend
+    can run the model on one, else phirt's CPU kernels), "cpu", "gpu", "npu", "cuda", "metal", ... or a backend's own device
     name ("GPU.1"); backend: "native", "llamacpp", "ortgenai", "openvino" or "mlx" to insist on
     one. Model.backend_reason names the choice and why every other backend was not chosen.
     convert: allow phirt to convert the model once into its cache when only the converted form
@@ -194,10 +260,11 @@ def load(
     "f32"})."""
     from phirt.backends.convert import converted_path
     from phirt.backends.selection import choose, get_backend, probe_all
+    from phirt.engine import _check_path
 
-    path = os.fspath(path)
+    path = _check_path(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise FormatError("no such file or folder", path)
     selection = choose(
         probe_all(path, device, [backend] if backend else None, quick=device == "auto"),
         path,

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from phirt.errors import InvalidArgumentError, check_float, check_int
+
 
 @dataclass
 class SamplingParams:
@@ -25,15 +27,28 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        # InvalidArgumentError (a ValueError) naming the option, for a wrong type or range
+        self.temperature = check_float("temperature", self.temperature)
+        self.top_k = check_int("top_k", self.top_k)
+        self.top_p = check_float("top_p", self.top_p)
+        self.min_p = check_float("min_p", self.min_p)
+        self.repeat_penalty = check_float("repeat_penalty", self.repeat_penalty)
+        self.repeat_last_n = check_int("repeat_last_n", self.repeat_last_n, 0)
+        if self.seed is not None:
+            self.seed = check_int("seed", self.seed, 0)
         if self.top_p <= 0.0 or self.top_p > 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.min_p < 0.0 or self.min_p > 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+            raise InvalidArgumentError(f"min_p must be in [0, 1], got {self.min_p}")
         if self.repeat_penalty <= 0.0:
-            raise ValueError(f"repeat_penalty must be positive, got {self.repeat_penalty}")
+            raise InvalidArgumentError(
+                f"repeat_penalty must be positive, got {self.repeat_penalty}"
+            )
         for name in ("presence_penalty", "frequency_penalty"):
-            if not -2.0 <= getattr(self, name) <= 2.0:
-                raise ValueError(f"{name} must be in [-2, 2], got {getattr(self, name)}")
+            value = check_float(name, getattr(self, name))
+            setattr(self, name, value)
+            if not -2.0 <= value <= 2.0:
+                raise InvalidArgumentError(f"{name} must be in [-2, 2], got {value}")
 
     @classmethod
     def greedy(cls) -> SamplingParams:

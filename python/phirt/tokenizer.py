@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import heapq
+import operator
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phirt.errors import FormatError, UnsupportedError
+from phirt.errors import FormatError, InvalidArgumentError, UnsupportedError
 
 if TYPE_CHECKING:
     from gguf import GGUFReader
@@ -369,9 +370,15 @@ class Tokenizer:
         return bool(self.attrs[self._check(token_id)] & _HIDDEN)
 
     def _check(self, token_id: int) -> int:
-        if not 0 <= token_id < len(self.tokens):
-            raise ValueError(f"token id {token_id} is outside [0, {len(self.tokens)})")
-        return token_id
+        try:
+            index = operator.index(token_id)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"token id must be an integer, got {token_id!r:.60}"
+            ) from None
+        if not 0 <= index < len(self.tokens):
+            raise InvalidArgumentError(f"token id {index} is outside [0, {len(self.tokens)})")
+        return index
 
     # -- encoding ----------------------------------------------------------------------------
 
@@ -387,10 +394,11 @@ class Tokenizer:
         parse_special=False leaves control tokens as plain text (user-defined ones still match),
         so text from users cannot forge a turn marker.
         """
+        _check_text(text)
         out: list[int] = []
         if self.add_bos if add_bos is None else add_bos:
             if self.bos_id is None:
-                raise ValueError("add_bos=True but the vocabulary has no BOS token")
+                raise InvalidArgumentError("add_bos=True but the vocabulary has no BOS token")
             out.append(self.bos_id)
         after_special = True  # SentencePiece: prefix a space at the start and after specials
         for fragment in self._partition(text, parse_special):
@@ -406,7 +414,7 @@ class Tokenizer:
                 after_special = False
         if self.add_eos if add_eos is None else add_eos:
             if self.eos_id is None:
-                raise ValueError("add_eos=True but the vocabulary has no EOS token")
+                raise InvalidArgumentError("add_eos=True but the vocabulary has no EOS token")
             out.append(self.eos_id)
         return out
 
@@ -536,6 +544,23 @@ class Tokenizer:
     ) -> StreamDecoder:
         """An incremental decoder for generated tokens; see StreamDecoder."""
         return StreamDecoder(self, skip_special, strip_leading_space)
+
+
+def _check_text(text: object) -> None:
+    """Text to encode must be a str of valid Unicode: a lone surrogate (from JSON's "\\ud800",
+    or bytes decoded with errors="surrogateescape") has no UTF-8 form, and every tokenizer works
+    on UTF-8. InvalidArgumentError names its position."""
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(
+            f"text has a lone surrogate {text[exc.start]!r} at index {exc.start}, which is not "
+            f"valid Unicode (decode bytes with errors='replace')"
+        ) from None
 
 
 class StreamDecoder:

@@ -165,7 +165,10 @@ class Tensor:
         from phirt.formats.source import GGMLMatrix
 
         n, k = self.shape
-        return GGMLMatrix(_kernels.QMatrix(self.data, self.ggml_type, n, k))
+        try:
+            return GGMLMatrix(_kernels.QMatrix(self.data, self.ggml_type, n, k))
+        except ValueError as exc:  # the table check should leave none: name the tensor if one is
+            raise FormatError(f"tensor {_q(self.name)}: {exc}", self.path) from None
 
     def to_float32(self) -> np.ndarray:
         """Dequantized copy of the tensor, f32 of ``shape``. Meant for small tensors (norms, biases,

@@ -11,7 +11,6 @@ code range) and turns kernel errors into ``FormatError``s that name the node.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -302,7 +301,7 @@ class NBitsRows:
         w = (q.astype(np.float32) - zp) * self._scales[ids].astype(np.float32)[:, :, None]
         return np.ascontiguousarray(w.reshape(len(ids), -1)[:, : a.K])
 
-    def matmul(self, x: np.ndarray) -> np.ndarray:
+    def matmul(self, x: np.ndarray, batch_invariant: bool = False) -> np.ndarray:
         raise UnsupportedError(f"a {self.n} x {self.k} MatMulNBits row table is not multiplied")
 
 
@@ -310,13 +309,17 @@ class NBitsLinear:
     """A repacked MatMulNBits weight as a KernelMatrix: matmul() computes as onnxruntime does
     at the node's accuracy_level; get_rows() reads the file's bytes (for tied embeddings)."""
 
-    __slots__ = ("get_rows", "k", "matmul", "n", "w")
+    __slots__ = ("get_rows", "k", "n", "w")
 
     def __init__(self, w: _kernels.NBitsMatrix, rows: NBitsRows) -> None:
         self.w = w
         self.n, self.k = int(w.n), int(w.k)
-        self.matmul = functools.partial(_kernels.nbits_matmul, w)
         self.get_rows = rows.get_rows
+
+    def matmul(self, x: np.ndarray, batch_invariant: bool = False) -> np.ndarray:
+        """x @ W.T; every row is computed by the one-row dots whatever m is, so each is already
+        what it would be alone (batch_invariant needs nothing more)."""
+        return _kernels.nbits_matmul(self.w, x)
 
     def __repr__(self) -> str:
         return f"NBitsLinear({self.w!r})"

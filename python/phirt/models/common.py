@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from phirt import _kernels as K
-from phirt.errors import FormatError, UnsupportedError
+from phirt.errors import FormatError, InvalidArgumentError, UnsupportedError, check_choice
 from phirt.formats.source import NUMERICS_KEY
 
 
@@ -58,56 +58,80 @@ class DecoderConfig:
         return self.n_head_kv * self.head_dim
 
 
+def meta_number(
+    meta: dict[str, Any], key: str, path: str, kind: type = int, default: Any = None
+) -> Any:
+    """A numeric metadata value as `kind` (int or float): FormatError naming the key when it is
+    missing (and has no default), of another type (a string, a bool, an array) or not finite."""
+    value = meta.get(key, default)
+    if value is None:
+        raise FormatError(f"missing metadata key '{key}'", path)
+    ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool):
+        what = "an integer" if kind is int else "a number"
+        raise FormatError(f"metadata '{key}' must be {what}, got {value!r:.60}", path)
+    if kind is float and not math.isfinite(value):
+        raise FormatError(f"metadata '{key}' is {value}, not a finite number", path)
+    return kind(value)
+
+
 def read_decoder_config(
     meta: dict[str, Any], path: str, arch: str, n_vocab: int, norm_eps_key: str, **fields: Any
 ) -> DecoderConfig:
     """The hyper-parameters every architecture stores under the `{arch}.` prefix; `fields` are the
-    architecture's own (rope_neox, sliding_window). A missing required key is a FormatError."""
+    architecture's own (rope_neox, sliding_window). A missing, mistyped or impossible value is a
+    FormatError naming the key."""
 
-    def get(key: str, default: Any = None) -> Any:
-        value = meta.get(f"{arch}.{key}", default)
-        if value is None:
-            raise FormatError(f"missing metadata key '{arch}.{key}'", path)
+    def get(key: str, default: Any = None, kind: type = int, minimum: float | None = 1) -> Any:
+        value = meta_number(meta, f"{arch}.{key}", path, kind, default)
+        if minimum is not None and value < minimum:
+            raise FormatError(f"metadata '{arch}.{key}' is {value}, must be >= {minimum}", path)
         return value
 
-    n_embd = int(get("embedding_length"))
-    n_head = int(get("attention.head_count"))
-    if n_head <= 0 or n_embd % n_head != 0:
+    n_embd = get("embedding_length")
+    n_head = get("attention.head_count")
+    if n_embd % n_head != 0:
         raise FormatError(
             f"embedding_length {n_embd} is not divisible by head_count {n_head}", path
         )
-    n_head_kv = int(get("attention.head_count_kv", n_head))
-    if n_head_kv <= 0 or n_head % n_head_kv != 0:
+    n_head_kv = get("attention.head_count_kv", n_head)
+    if n_head % n_head_kv != 0:
         raise FormatError(
             f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}", path
         )
-    head_dim = int(get("attention.key_length", n_embd // n_head))
-    n_rot = int(get("rope.dimension_count", head_dim))
-    if n_rot <= 0 or n_rot > head_dim or n_rot % 2:
+    head_dim = get("attention.key_length", n_embd // n_head)
+    n_rot = get("rope.dimension_count", head_dim)
+    if n_rot > head_dim or n_rot % 2:
         raise FormatError(f"rope.dimension_count {n_rot} does not fit head size {head_dim}", path)
-    scaling = str(get("rope.scaling.type", "none"))
+    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
     freq_scale = 1.0
     if scaling == "linear":
-        freq_scale = 1.0 / float(get("rope.scaling.factor", 1.0))
+        factor = get("rope.scaling.factor", 1.0, float, None)
+        if factor <= 0:
+            raise FormatError(f"metadata '{arch}.rope.scaling.factor' is {factor}", path)
+        freq_scale = 1.0 / factor
     elif scaling not in ("none", "longrope", "su"):
-        raise UnsupportedError(f"rope scaling type '{scaling}' is not supported", path)
+        raise UnsupportedError(f"rope scaling type {scaling!r:.60} is not supported", path)
+    rope_base = get("rope.freq_base", 10000.0, float, None)
+    if rope_base <= 0:
+        raise FormatError(f"metadata '{arch}.rope.freq_base' is {rope_base}, not positive", path)
     return DecoderConfig(
         arch=arch,
         n_vocab=n_vocab,
         n_embd=n_embd,
-        n_ff=int(get("feed_forward_length")),
-        n_layer=int(get("block_count")),
+        n_ff=get("feed_forward_length"),
+        n_layer=get("block_count"),
         n_head=n_head,
         n_head_kv=n_head_kv,
         head_dim=head_dim,
         n_rot=n_rot,
-        n_ctx_train=int(get("context_length")),
-        norm_eps=float(get(norm_eps_key, 1e-5)),
-        rope_base=float(get("rope.freq_base", 10000.0)),
+        n_ctx_train=get("context_length"),
+        norm_eps=get(norm_eps_key, 1e-5, float, 0.0),
+        rope_base=rope_base,
         rope_freq_scale=freq_scale,
-        rope_attn_factor=float(get("rope.scaling.attn_factor", 1.0)),
+        rope_attn_factor=get("rope.scaling.attn_factor", 1.0, float, None),
         numerics=str(meta.get(NUMERICS_KEY, "ggml")),
-        rope_original_ctx=int(get("rope.scaling.original_context_length", 0)),
+        rope_original_ctx=get("rope.scaling.original_context_length", 0, int, 0),
         **fields,
     )
 
@@ -153,6 +177,7 @@ def load_weights(source: Any, specs: list[TensorSpec], cfg: DecoderConfig) -> We
     """Check every tensor of ``source`` (formats/source.py) against the table (and the optional
     rotary tables), and load it for the kernels: matrices as KernelMatrix objects, vectors as
     float32 arrays. Optional tensors that are absent are left out."""
+    _check_layer_count(source, cfg.n_layer)
     out = Weights({}, [{} for _ in range(cfg.n_layer)])
     for spec in [*specs, *ROPE_TABLES]:
         want = tuple(int(d) for d in spec.shape(cfg))
@@ -180,6 +205,22 @@ def load_weights(source: Any, specs: list[TensorSpec], cfg: DecoderConfig) -> We
     return out
 
 
+def _check_layer_count(source: Any, n_layer: int) -> None:
+    """block_count must match the layers the file has tensors for, before anything is sized by
+    it: a damaged count would otherwise build 4 billion layers, or silently skip real ones."""
+    present = set()
+    for name in source.tensors:
+        if name.startswith("blk."):
+            index = name[4:].partition(".")[0]
+            if index.isdigit():
+                present.add(int(index))
+    n_present = max(present) + 1 if present else 0
+    if n_layer != n_present:
+        raise FormatError(
+            f"block_count is {n_layer} but the file has tensors for {n_present} layers", source.path
+        )
+
+
 KV_TYPES = ("f16", "q8_0", "f32")
 
 
@@ -195,8 +236,7 @@ class KVCache:
     def __init__(
         self, cfg: DecoderConfig, n_ctx: int, kv_type: str = "f16", path: str | None = None
     ) -> None:
-        if kv_type not in KV_TYPES:
-            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+        check_choice("kv_type", kv_type, KV_TYPES)
         hd = cfg.head_dim
         k_shape = v_shape = (cfg.n_layer, cfg.n_head_kv, n_ctx, hd)
         self.attention = K.attention
@@ -217,8 +257,15 @@ class KVCache:
         else:
             dtype = np.float16
         # np.zeros maps fresh pages lazily: memory is committed as the context fills.
-        self.k = np.zeros(k_shape, dtype=dtype)
-        self.v = np.zeros(v_shape, dtype=dtype)
+        try:
+            self.k = np.zeros(k_shape, dtype=dtype)
+            self.v = np.zeros(v_shape, dtype=dtype)
+        except (MemoryError, ValueError):  # numpy: ValueError when the size overflows
+            need = 2 * math.prod(k_shape) * np.dtype(dtype).itemsize
+            raise InvalidArgumentError(
+                f"n_ctx={n_ctx} needs {need / 2**30:.1f} GiB of KV cache, more than this "
+                f"process can allocate; use a smaller context"
+            ) from None
         self.n_ctx = n_ctx
         self.kv_type = kv_type
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from phirt import _kernels as K
+from phirt.errors import FormatError
 from phirt.models.common import (
     DecoderConfig,
     KVCache,
@@ -21,13 +22,16 @@ from phirt.models.common import (
     TensorSpec,
     linear,
     load_weights,
+    meta_number,
     read_decoder_config,
     split_qkv,
 )
 
 
 def read_config(meta: dict[str, Any], path: str, n_vocab: int) -> DecoderConfig:
-    window = int(meta.get("phi3.attention.sliding_window", 0) or 0)
+    window = meta_number(meta, "phi3.attention.sliding_window", path, int, 0)
+    if window < 0:
+        raise FormatError(f"metadata 'phi3.attention.sliding_window' is {window}", path)
     eps_key = "attention.layer_norm_rms_epsilon"
     return read_decoder_config(meta, path, "phi3", n_vocab, eps_key, sliding_window=window)
 

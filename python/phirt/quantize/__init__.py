@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phirt.errors import QuantizeError
+from phirt.errors import InvalidArgumentError, QuantizeError, check_int
 from phirt.quantize.mixes import FILE_TYPES, TensorPlan, plan_types
 from phirt.quantize.source import Source
 from phirt.quantize.writer import WriteResult, write_gguf
@@ -67,14 +67,19 @@ def quantize(
     q5_1, q5_0, q4_k_m, q4_k_s, q4_1, q4_0). ``progress(done, total)`` gets source bytes."""
     from phirt import _kernels as K
 
+    for name, value in (("src", src), ("out", out)):
+        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+            raise InvalidArgumentError(f"{name} must be a file or folder path, got {value!r:.80}")
+    if not isinstance(file_type, str):
+        raise InvalidArgumentError(f"file_type must be a string, got {file_type!r:.80}")
+    if threads is not None:
+        threads = check_int("threads", threads, 1)
     file_type = file_type.lower()
     source = open_source(src)
     plans = plan(source, file_type)
     if Path(out).resolve() == Path(source.path).resolve():
         raise QuantizeError("output would overwrite the source", out)
     if threads is not None:
-        if threads < 1:
-            raise QuantizeError(f"--threads must be >= 1, got {threads}")
         K.set_num_threads(threads)
     total = sum(t.nbytes for t in source.tensors)
     done = 0
@@ -85,7 +90,10 @@ def quantize(
         if progress is not None:
             progress(done, total)
 
-    written = write_gguf(source, plans, out, file_type, step)
+    try:
+        written = write_gguf(source, plans, out, file_type, step)
+    except OSError as exc:  # an unwritable or missing folder, a full disk, a read error
+        raise QuantizeError(f"I/O error: {exc.strerror or exc}", exc.filename or out) from None
     return QuantizeResult(
         **vars(written),
         file_type=file_type,
