@@ -103,7 +103,7 @@ LOAD_ARGS = [
     (dict(n_ctx=2**31), "n_ctx", InvalidArgumentError),
     (dict(n_ctx=2**31 - 1), "n_ctx", InvalidArgumentError),  # needs TiBs of cache
     (dict(kv_type="q4_0"), "kv_type", InvalidArgumentError),
-    (dict(kv_type=None), "kv_type", InvalidArgumentError),
+    (dict(kv_type=""), "kv_type", InvalidArgumentError),
     (dict(device="quantum"), "device", PhirtError),
     (dict(device=None), "device", PhirtError),
 ]
@@ -303,7 +303,7 @@ def test_cli_prints_one_line_errors(
     runs = [
         (["generate", str(tmp_path / "missing.gguf"), "-p", "x"], "no such file"),
         (["generate", str(garbage), "-p", "x"], str(garbage)),
-        (["generate", str(tmp_path), "-p", "x"], "directory"),
+        (["generate", str(tmp_path), "-p", "x"], "not an ONNX Runtime GenAI folder"),
         (["info", str(garbage)], str(garbage)),
         (["info", str(text)], "not a GGUF file"),
         (["generate", m, "-p", "x", "--threads", "0"], "n_threads"),

@@ -111,9 +111,9 @@ def test_greedy_matches_onnxruntime_genai(name: str, folders: dict[str, Path]) -
     tokens = prompt(n_prompt, seed=7 + len(name))
     model = phirt.load(folders[name])
     ref, steps = og_greedy(og_model(folders[name]), tokens, n_steps)
-    _, got = phirt_greedy(model, tokens, n_steps)
+    _, got, got_steps = phirt_greedy(model, tokens, n_steps)
     tol = float(tolerance(name, np.stack(steps)).max())
-    assert_same_greedy(got, ref, steps, tol)
+    assert_same_greedy(got, ref, steps, tol, got_steps)
 
 
 def test_longrope_switches_tables_as_the_graph_does(folders: dict[str, Path]) -> None:

@@ -270,7 +270,7 @@ def test_truncation_during_a_call_ends_with_a_note(own_copy: Path) -> None:
         import os, numpy as np, phirt
         model = phirt.load({str(own_copy)!r}, n_ctx=64, n_threads=1)
         engine = model.engine
-        os.truncate({str(own_copy)!r}, engine.gguf.data_offset)
+        os.truncate({str(own_copy)!r}, engine.source.data_offset)
         engine._forward(np.array([1, 2, 3]), False)  # past the check: reads the weights
         print("not reached")
         """

@@ -104,6 +104,13 @@ def check_float(name: str, value: object) -> float:
     return number
 
 
+def check_str(name: str, value: object) -> str:
+    """A non-empty string argument (a device or backend name)."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r:.80}")
+    return value
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise InvalidArgumentError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

@@ -18,7 +18,9 @@ from phirt.errors import (
     FormatError,
     InvalidArgumentError,
     UnsupportedError,
+    check_choice,
     check_int,
+    check_str,
 )
 from phirt.generate import Step, sampled_tokens, token_steps
 from phirt.sampling import Sampler, SamplingParams
@@ -261,8 +263,14 @@ def load(
     from phirt.backends.convert import converted_path
     from phirt.backends.selection import choose, get_backend, probe_all
     from phirt.engine import _check_path
+    from phirt.models.common import KV_TYPES
 
     path = _check_path(path)
+    check_str("device", device)
+    if backend is not None:
+        check_str("backend", backend)
+    if kv_type is not None:
+        check_choice("kv_type", kv_type, KV_TYPES)
     if not os.path.exists(path):
         raise FormatError("no such file or folder", path)
     selection = choose(

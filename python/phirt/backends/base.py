@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from phirt.errors import PhirtError
+
 if TYPE_CHECKING:
     from phirt.sampling import SamplingParams
 
@@ -80,6 +82,9 @@ class Probe:
     reason: str  # when ok: what it would run; otherwise why not, precisely
     # when not ok but phirt can convert the model into a form this backend runs: that format
     convert: str | None = None
+    # when not ok because phirt's own loader rejected the model: its error, which names the
+    # problem in the file more precisely than "no backend can run it"
+    error: PhirtError | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -177,8 +182,14 @@ class Backend(ABC):
     def yes(self, device: Device, reason: str) -> Probe:
         return Probe(self.name, device, True, reason)
 
-    def no(self, device: Device | None, reason: str, convert: str | None = None) -> Probe:
-        return Probe(self.name, device, False, reason, convert)
+    def no(
+        self,
+        device: Device | None,
+        reason: str,
+        convert: str | None = None,
+        error: PhirtError | None = None,
+    ) -> Probe:
+        return Probe(self.name, device, False, reason, convert, error)
 
 
 def model_kind(path: str | os.PathLike[str]) -> str:

@@ -69,7 +69,11 @@ class NativeBackend(Backend):
                 # it cannot read before touching any weights.
                 self._probed[path] = self._load(path, OpenOptions())
         except (PhirtError, OSError) as err:
-            return self.no(device, f"phirt's native loader cannot read it: {_message(err)}")
+            return self.no(
+                device,
+                f"phirt's native loader cannot read it: {_message(err)}",
+                error=err if isinstance(err, PhirtError) else None,
+            )
         return self.yes(device, f"phirt CPU kernels ({K.isa()})")
 
     def _load(self, path: str, options: OpenOptions) -> Engine:

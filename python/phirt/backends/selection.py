@@ -143,6 +143,20 @@ def choose(
         why = "; ".join(
             f"{p.backend}: {_why_not(p, None, None)}" for p in _one_per_backend(relevant)
         )
+        # phirt's own loader read the file and found it broken: that is the error to show, with
+        # the same class (FormatError for a damaged file), the other backends' answers after it
+        loader = next((p.error for p in relevant if p.error is not None), None)
+        if loader is not None:
+            others = "; ".join(
+                f"{p.backend}: {_why_not(p, None, None)}"
+                for p in _one_per_backend(relevant)
+                if p.error is None
+            )
+            raise type(loader)(
+                f"{loader.message}"
+                + (f" (nor can another backend run it: {others})" if others else ""),
+                loader.path or path,
+            )
         raise UnsupportedError(f"no backend can run this model with {asked}: {why}", path)
     best = min(usable, key=_rank)
     assert best.device is not None
