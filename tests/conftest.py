@@ -1,5 +1,5 @@
-"""Shared fixtures: tiny random-weight GGUF models (model_factory.py), built once per session, and
-the kernel ISA paths."""
+"""Shared fixtures: tiny random-weight GGUF models (model_factory.py) and ONNX Runtime GenAI folders
+(onnx_factory.py), built once per session, and the kernel ISA paths."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import phirt._kernels as K
 import pytest
 
 from model_factory import VOCAB_PATH, ModelFactory
+from onnx_factory import OnnxFactory
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +18,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> ModelFactory:
     """``models.phi3(qtype, variant, **knobs)``, ``models.phi2(...)``, ``models.llama(...)`` ->
     Path of a GGUF file in a session temp dir; see model_factory.py for variants."""
     return ModelFactory(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> OnnxFactory:
+    """``onnx_models.get(name)`` -> Path of an ONNX Runtime GenAI folder made by onnxruntime-genai's
+    builder from a tiny random checkpoint (names: onnx_factory.SPECS); skips without the builder."""
+    return OnnxFactory(tmp_path_factory.mktemp("onnx"))
 
 
 @pytest.fixture(scope="session")
