@@ -98,4 +98,11 @@ void nbits_dequantize(const NBitsMatrix &w, float *out);
 // once warmed up; runs on the global pool.
 void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y);
 
+// The exporter's quantizer (nbits_quant.cpp): rows × k floats -> ONNX MatMulNBits B
+// (rows, ceil(k / block_size), block_size · bits / 8) and scales (rows, ceil(k / block_size)),
+// symmetric (zero point 8 or 128). `search` (4 bits): per block the scale of least squared error
+// among candidates that include ONNX Runtime's own RTN scale.
+void nbits_quantize_rows(const float *x, int64_t rows, int64_t k, int block_size, int bits,
+                         bool search, uint8_t *b, float *scales);
+
 }  // namespace phirt

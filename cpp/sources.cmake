@@ -9,7 +9,8 @@ set(PHIRT_REFERENCE_SOURCES
     ${PHIRT_CPP_DIR}/gemm_ref.cpp
     ${PHIRT_CPP_DIR}/attn_q8_ref.cpp
     ${PHIRT_CPP_DIR}/nbits.cpp      # ONNX MatMulNBits: repack, dequantize, driver
-    ${PHIRT_CPP_DIR}/nbits_ref.cpp)  # ONNX MatMulNBits kernels (spec numerics)
+    ${PHIRT_CPP_DIR}/nbits_ref.cpp   # ONNX MatMulNBits kernels (spec numerics)
+    ${PHIRT_CPP_DIR}/nbits_quant.cpp)  # float -> MatMulNBits (the exporter's quantizer)
 set(PHIRT_SOURCES
     ${PHIRT_REFERENCE_SOURCES}
     ${PHIRT_CPP_DIR}/dispatch.cpp
