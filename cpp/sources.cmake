@@ -24,7 +24,8 @@ set_source_files_properties(${PHIRT_REFERENCE_SOURCES} PROPERTIES COMPILE_OPTION
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     set(_avx2 ${PHIRT_CPP_DIR}/x86/dot_avx2.cpp ${PHIRT_CPP_DIR}/x86/nbits_avx2.cpp)
-    set(_avx512 ${PHIRT_CPP_DIR}/x86/dot_avx512.cpp ${PHIRT_CPP_DIR}/x86/gemm_avx512.cpp)
+    set(_avx512 ${PHIRT_CPP_DIR}/x86/dot_avx512.cpp ${PHIRT_CPP_DIR}/x86/gemm_avx512.cpp
+        ${PHIRT_CPP_DIR}/x86/nbits_avx512.cpp)
     set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
         "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni")
