@@ -557,7 +557,7 @@ py::array_t<float> nbits_dequantize_py(const NBitsMatrix &w) {
 }
 
 py::array_t<float> nbits_matmul_py(const NBitsMatrix &w, const py::object &x_obj,
-                                   const py::object &out) {
+                                   const py::object &out, bool batch_invariant) {
     auto x = checked<float>(x_obj, "x", 2);
     if (x.shape(1) != w.shape().k)
         throw py::value_error("x has " + std::to_string(x.shape(1)) +
@@ -568,7 +568,7 @@ py::array_t<float> nbits_matmul_py(const NBitsMatrix &w, const py::object &x_obj
     const float *xp = static_cast<const float *>(x.data());
     float *yp = y.mutable_data();
     py::gil_scoped_release release;
-    nbits_matmul(w, xp, m, yp);
+    nbits_matmul(w, xp, m, yp, batch_invariant);
     return y;
 }
 
@@ -602,6 +602,26 @@ py::tuple nbits_quantize_activations_py(const py::object &x_obj, int64_t block_s
     return py::make_tuple(q, d);
 }
 
+// The exporter's quantizer: x (rows, K) float32 -> (B, scales) in ONNX MatMulNBits layout.
+py::tuple nbits_quantize_py(const py::object &x_obj, int64_t block_size, int64_t bits,
+                            bool search) {
+    auto x = checked<float>(x_obj, "x", 2);
+    const int64_t rows = x.shape(0), k = x.shape(1);
+    const std::string problem = nbits_validate(std::max<int64_t>(rows, 1), k, block_size, bits, 0);
+    if (!problem.empty()) throw py::value_error("MatMulNBits: " + problem);
+    const int64_t nb = (k + block_size - 1) / block_size, blob = block_size * bits / 8;
+    py::array_t<uint8_t> b({(py::ssize_t)rows, (py::ssize_t)nb, (py::ssize_t)blob});
+    py::array_t<float> scales({(py::ssize_t)rows, (py::ssize_t)nb});
+    const float *xp = static_cast<const float *>(x.data());
+    uint8_t *bp = b.mutable_data();
+    float *sp = scales.mutable_data();
+    {
+        py::gil_scoped_release release;
+        nbits_quantize_rows(xp, rows, k, (int)block_size, (int)bits, search, bp, sp);
+    }
+    return py::make_tuple(b, scales);
+}
+
 void bind_nbits(py::module_ &mod) {
     py::class_<NBitsMatrix>(mod, "NBitsMatrix",
                             "ONNX MatMulNBits weights (N x K, 4 or 8 bits), repacked losslessly by "
@@ -632,9 +652,14 @@ void bind_nbits(py::module_ &mod) {
     mod.def("nbits_dequantize", &nbits_dequantize_py, py::arg("w"),
             "the weights as float32 (N, K): (q - zero_point) * scale");
     mod.def("nbits_matmul", &nbits_matmul_py, py::arg("w"), py::arg("x"),
-            py::arg("out") = py::none(),
+            py::arg("out") = py::none(), py::arg("batch_invariant") = false,
             "y (m, N) = x (m, K) @ w.T as onnxruntime computes it at w.accuracy_level (4: int8 "
-            "activations per block, else float32)");
+            "activations per block, else float32); batch_invariant: every row as an m = 1 call "
+            "gives it");
+    mod.def("nbits_quantize", &nbits_quantize_py, py::arg("x"), py::arg("block_size"),
+            py::arg("bits") = 4, py::arg("search") = true,
+            "float32 rows (rows, K) -> MatMulNBits (B u8[rows, n_blocks, block_size*bits/8], "
+            "scales f32[rows, n_blocks]), symmetric; search: least-squares scale per 4-bit block");
     mod.def("nbits_quantize_activations", &nbits_quantize_activations_py, py::arg("x"),
             py::arg("block_size"),
             "accuracy-level-4 activations: x (m, K) -> (int8 codes (m, n_blocks*block_size), "

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "gemm.h"
 #include "matmul.h"
 #include "threadpool.h"
 
@@ -24,9 +25,9 @@ float load_f32(const uint8_t *p) {
     return f;
 }
 
-// Code of element e (0 <= e < kq) of a repacked row.
-int code_at(const NBitsShape &s, const uint8_t *row, int64_t e) {
-    const uint8_t *qs = row + e / kNBitsStep * s.step_bytes + s.off_qs();
+// Code of element e (0 <= e < kq) of repacked row r.
+int code_at(const NBitsShape &s, const uint8_t *data, int64_t r, int64_t e) {
+    const uint8_t *qs = s.step_of_row(data, r, e / kNBitsStep) + s.off_qs();
     const int64_t c = e % kNBitsStep;
     if (s.bits == 8) return qs[c];
     const int64_t p = c % kNBitsGroup;
@@ -34,18 +35,81 @@ int code_at(const NBitsShape &s, const uint8_t *row, int64_t e) {
     return p >= 16 ? byte >> 4 : byte & 0x0F;
 }
 
-// Per-thread scratch of the driver: padded / quantized activations (calling thread only).
+// Per-thread scratch of the driver: padded / quantized activations and the packed GEMM's
+// per-group activation terms (calling thread only).
 struct Scratch {
     std::vector<float> x;     // m × kq, zero-padded rows
     std::vector<int8_t> q;    // m × kq
     std::vector<float> d, s;  // m × nb
+    std::vector<float> gd, gs;
+    std::vector<int32_t> gzs;
 };
 thread_local Scratch t_scratch;
+
+// Per-worker panel scratch of the packed GEMM (workers are persistent, so this is reused).
+struct PanelScratch {
+    std::vector<uint8_t> u, rows;
+    std::vector<float> scale, offset;
+};
+thread_local PanelScratch t_panel;
 
 template <class T>
 T *grown(std::vector<T> &v, int64_t n) {
     if ((int64_t)v.size() < n) v.resize(n);
     return v.data();
+}
+
+// Below this many activation rows the one-row dots beat unpacking panels (as matmul.cpp).
+constexpr int64_t kMinPackedRows = 4;
+
+// The GGML weight type whose packed-GEMM panel form (gemm.h) an int8-activation NBits matrix
+// shares, or nullptr: 4-bit codes with zero point 8 are Q4_0's form, 8-bit codes with zero point
+// 128 Q8_0's, 4-bit codes with their own zero points Q4_1's (a float offset -scale·zp per group).
+// Block size 16 has no such form (its groups would need a scale per 16 columns).
+const TypeKernels *packed_kernels(const DotKernels &kern, const NBitsShape &s, int *type) {
+    if (!s.int8_activations() || s.block_size < kNBitsGroup) return nullptr;
+    const TypeKernels *tk = nullptr;
+    if (s.bits == 4)
+        tk = s.has_zero_points ? &kern.q4_1 : &kern.q4_0,
+        *type = (int)(s.has_zero_points ? GgmlType::Q4_1 : GgmlType::Q4_0);
+    else if (!s.has_zero_points)
+        tk = &kern.q8_0, *type = (int)GgmlType::Q8_0;
+    return tk != nullptr && tk->gemm_panel != nullptr ? tk : nullptr;
+}
+
+// Prefill: y (m × n) through the table's packed GEMM on activations already quantized (q, d).
+void nbits_matmul_packed(const NBitsMatrix &w, NBitsPackFn pack, const TypeKernels &tk, int type,
+                         const int8_t *q, const float *d, int64_t m, float *y) {
+    const NBitsShape &s = w.shape();
+    const GemmForm form = gemm_form(type);
+    const int64_t kq = s.kq, groups = kq / kNBitsGroup, per_block = s.block_size / kNBitsGroup;
+    Scratch &sc = t_scratch;
+    float *gd = grown(sc.gd, m * groups);
+    float *gs = grown(sc.gs, m * groups);
+    int32_t *gzs = grown(sc.gzs, m * groups);
+    ThreadPool &pool = global_pool();
+    pool.run(m, [&](int64_t i, int) {
+        for (int64_t g = 0; g < groups; ++g) {
+            const int8_t *qg = q + i * kq + g * kNBitsGroup;
+            int32_t sum = 0;
+            for (int j = 0; j < kNBitsGroup; ++j) sum += qg[j];
+            const float dg = d[i * s.nb + g / per_block];
+            gd[i * groups + g] = dg;
+            gzs[i * groups + g] = -form.zero * sum;
+            gs[i * groups + g] = dg * (float)sum;
+        }
+    });
+    const GemmActs acts{q, gd, gzs, gs, kq, groups};
+    const int64_t n_panels = (s.n + kPanelRows - 1) / kPanelRows;
+    pool.run(n_panels, [&](int64_t p, int) {
+        PanelScratch &ps = t_panel;
+        GemmPanel panel{grown(ps.u, kPanelRows * kq), grown(ps.scale, groups * kPanelRows),
+                        grown(ps.offset, groups * kPanelRows), kq, form};
+        const int64_t r0 = p * kPanelRows;
+        const int n_rows = (int)std::min<int64_t>(kPanelRows, s.n - r0);
+        pack(s, w.data(), r0, n_rows, &panel, grown(ps.rows, kPanelRows * kq));
+        tk.gemm_panel(panel, acts, m, y + r0, s.n, n_rows);
+    });
 }
 
 }  // namespace
@@ -82,6 +146,7 @@ NBitsShape nbits_shape(int64_t n, int64_t k, int block_size, int bits, int accur
     s.code_bytes = kNBitsStep * bits / 8;
     s.step_bytes = 4 * s.spb + s.zpb + s.code_bytes;
     s.row_bytes = s.n_steps * s.step_bytes;
+    s.n_groups = (n + kNBitsRowGroup - 1) / kNBitsRowGroup;
     return s;
 }
 
@@ -90,7 +155,7 @@ void NBitsMatrix::Free::operator()(uint8_t *p) const {
 }
 
 NBitsMatrix::NBitsMatrix(const NBitsShape &shape) : shape_(shape) {
-    const size_t bytes = (size_t)((shape.row_bytes * shape.n + 63) / 64 * 64);
+    const size_t bytes = (size_t)((shape.group_bytes() * shape.n_groups + 63) / 64 * 64);
     auto *p = static_cast<uint8_t *>(std::aligned_alloc(64, bytes));
     if (p == nullptr) throw std::bad_alloc();
     data_.reset(p);
@@ -103,9 +168,11 @@ void repack_matmulnbits(const MatMulNBitsSource &src, NBitsMatrix *out) {
     const int64_t onnx_elems = s.onnx_blocks * s.block_size;
     const int zp_default = s.default_zero_point();
     uint8_t *data = out->data();
-    global_pool().run(s.n, [&](int64_t r, int) {
-        uint8_t *row = data + r * s.row_bytes;
-        std::memset(row, 0, s.row_bytes);
+    // rows past n pad the last row group: all zero (scale 0)
+    global_pool().run(s.n_groups * kNBitsRowGroup, [&](int64_t r, int) {
+        auto step_at = [&](int64_t t) { return const_cast<uint8_t *>(s.step_of_row(data, r, t)); };
+        for (int64_t t = 0; t < s.n_steps; ++t) std::memset(step_at(t), 0, s.step_bytes);
+        if (r >= s.n) return;
         for (int64_t b = 0; b < s.nb; ++b) {
             float d = 0.0f;  // padding blocks
             int z = zp_default;
@@ -123,13 +190,13 @@ void repack_matmulnbits(const MatMulNBitsSource &src, NBitsMatrix *out) {
                     z = s.bits == 8 ? zr[b] : (b & 1) ? zr[b / 2] >> 4 : zr[b / 2] & 0x0F;
                 }
             }
-            uint8_t *step = row + b / s.spb * s.step_bytes;
+            uint8_t *step = step_at(b / s.spb);
             std::memcpy(step + 4 * (b % s.spb), &d, 4);
             if (s.has_zero_points) step[s.off_zp() + b % s.spb] = (uint8_t)z;
         }
         const uint8_t *brow = src.b + r * s.onnx_blocks * blob;
         for (int64_t e = 0; e < s.kq; ++e) {
-            uint8_t *qs = row + e / kNBitsStep * s.step_bytes + s.off_qs();
+            uint8_t *qs = step_at(e / kNBitsStep) + s.off_qs();
             const int64_t c = e % kNBitsStep;
             if (s.bits == 8) {
                 qs[c] = e < onnx_elems ? brow[e] : (uint8_t)zp_default;
@@ -147,21 +214,21 @@ void repack_matmulnbits(const MatMulNBitsSource &src, NBitsMatrix *out) {
 void nbits_dequantize(const NBitsMatrix &w, float *out) {
     const NBitsShape &s = w.shape();
     global_pool().run(s.n, [&](int64_t r, int) {
-        const uint8_t *row = w.data() + r * s.row_bytes;
         float *y = out + r * s.k;
         for (int64_t e = 0; e < s.k; ++e) {
             const int64_t b = e / s.block_size;
-            const uint8_t *step = row + b / s.spb * s.step_bytes;
+            const uint8_t *step = s.step_of_row(w.data(), r, b / s.spb);
             const int z = s.has_zero_points ? step[s.off_zp() + b % s.spb] : s.default_zero_point();
             // One rounding, as ORT: (float)(q - zp) * scale.
-            y[e] = (float)(code_at(s, row, e) - z) * load_f32(step + 4 * (b % s.spb));
+            y[e] = (float)(code_at(s, w.data(), r, e) - z) * load_f32(step + 4 * (b % s.spb));
         }
     });
 }
 
-void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y) {
+void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y, bool batch_invariant) {
     const NBitsShape &s = w.shape();
-    const NBitsKernels &kern = active_kernels().nbits;
+    const DotKernels &table = active_kernels();
+    const NBitsKernels &kern = table.nbits;
     ThreadPool &pool = global_pool();
     Scratch &sc = t_scratch;
 
@@ -179,20 +246,33 @@ void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y) {
         if (q != nullptr) kern.quantize(s, row, q + r * kq, d + r * nb, sum + r * nb);
     });
 
-    // 2. Row dots, kNBitsMaxRows weight rows per call, scheduled as matmul's.
-    one_row_dot_blocks(s.n, m, w.nbytes(), [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-        for (int64_t r = r0; r < r1; r += kNBitsMaxRows) {
-            const int nr = (int)std::min<int64_t>(kNBitsMaxRows, r1 - r);
-            const uint8_t *wr = w.data() + r * s.row_bytes;
-            for (int64_t c = c0; c < c1; ++c) {
-                if (q != nullptr)
-                    kern.rows_i8(s, wr, nr, {q + c * kq, d + c * nb, sum + c * nb},
-                                 y + c * s.n + r);
-                else
-                    kern.rows_f32(s, wr, nr, xp + c * kq, y + c * s.n + r);
+    // 2. Prefill through the packed GEMM where the table has one for the matrix's form, else row
+    //    dots, kNBitsMaxRows weight rows per call, scheduled as matmul's.
+    int type = 0;
+    // The packed GEMM sums in another order than the row dots: a batch-invariant call (the
+    // server's decode) keeps every row on the row dots, as it would be alone.
+    const TypeKernels *packed =
+        !batch_invariant && m >= kMinPackedRows ? packed_kernels(table, s, &type) : nullptr;
+    if (packed != nullptr) {
+        nbits_matmul_packed(w, kern.pack_panel, *packed, type, q, d, m, y);
+        return;
+    }
+    // Scheduled in row groups: a block's groups [g0, g1) are rows [4·g0, min(n, 4·g1)).
+    one_row_dot_blocks(
+        s.n_groups, m, w.nbytes(), [&](int64_t g0, int64_t g1, int64_t c0, int64_t c1) {
+            for (int64_t g = g0; g < g1; ++g) {
+                const int64_t r = g * kNBitsRowGroup;
+                const int nr = (int)std::min<int64_t>(kNBitsRowGroup, s.n - r);
+                const uint8_t *wr = w.data() + g * s.group_bytes();
+                for (int64_t c = c0; c < c1; ++c) {
+                    if (q != nullptr)
+                        kern.rows_i8(s, wr, nr, {q + c * kq, d + c * nb, sum + c * nb},
+                                     y + c * s.n + r);
+                    else
+                        kern.rows_f32(s, wr, nr, xp + c * kq, y + c * s.n + r);
+                }
             }
-        }
-    });
+        });
 }
 
 }  // namespace phirt

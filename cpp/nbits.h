@@ -39,6 +39,8 @@
 //                                            nibble, element j + 16 in the high nibble); 8 bits:
 //                                            one byte per element, in order.
 //   row: n_steps steps, kq = 256 · n_steps >= n_blocks · block_size columns.
+//   matrix: row groups of 4 rows (the last padded with zero rows), each holding step 0 of its
+//   rows 0..3, then step 1 of rows 0..3, ...: the 4-row GEMV kernels read one stream.
 // Block size 16 fits the 4-bit groups as they are: a group of 32 holds block 2g in its low
 // nibbles and block 2g + 1 in its high nibbles. Blocks past n_blocks (the padding up to kq) get
 // d = 0 and codes equal to the default zero point; codes of the ONNX padding inside the last block
@@ -62,14 +64,14 @@ std::string nbits_validate(int64_t n, int64_t k, int64_t block_size, int64_t bit
 NBitsShape nbits_shape(int64_t n, int64_t k, int block_size, int bits, int accuracy_level,
                        bool has_zero_points);
 
-// Repacked weights: owns its bytes (row-major rows of shape.row_bytes, 64-byte aligned).
+// Repacked weights: owns its bytes (n_groups row groups of shape.group_bytes(), 64-byte aligned).
 class NBitsMatrix {
    public:
     explicit NBitsMatrix(const NBitsShape &shape);
     const NBitsShape &shape() const { return shape_; }
     const uint8_t *data() const { return data_.get(); }
     uint8_t *data() { return data_.get(); }
-    int64_t nbytes() const { return shape_.row_bytes * shape_.n; }
+    int64_t nbytes() const { return shape_.group_bytes() * shape_.n_groups; }
 
    private:
     struct Free {
@@ -95,7 +97,16 @@ void repack_matmulnbits(const MatMulNBitsSource &src, NBitsMatrix *out);
 void nbits_dequantize(const NBitsMatrix &w, float *out);
 
 // y (m × n) = x (m × k) · wᵀ with the numerics of w's accuracy level (above). Allocation-free
-// once warmed up; runs on the global pool.
-void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y);
+// once warmed up; runs on the global pool. batch_invariant: every output row is bit for bit what
+// an m = 1 call gives for it (no packed GEMM), as matmul's.
+void nbits_matmul(const NBitsMatrix &w, const float *x, int64_t m, float *y,
+                  bool batch_invariant = false);
+
+// The exporter's quantizer (nbits_quant.cpp): rows × k floats -> ONNX MatMulNBits B
+// (rows, ceil(k / block_size), block_size · bits / 8) and scales (rows, ceil(k / block_size)),
+// symmetric (zero point 8 or 128). `search` (4 bits): per block the scale of least squared error
+// among candidates that include ONNX Runtime's own RTN scale.
+void nbits_quantize_rows(const float *x, int64_t rows, int64_t k, int block_size, int bits,
+                         bool search, uint8_t *b, float *scales);
 
 }  // namespace phirt

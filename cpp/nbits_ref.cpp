@@ -55,9 +55,9 @@ void rows_i8_ref(const NBitsShape &s, const uint8_t *w, int nr, const NBitsActRo
     int codes[kNBitsStep];
     const int bs = s.block_size;
     for (int r = 0; r < nr; ++r) {
-        const uint8_t *step = w + r * s.row_bytes;
         float acc = 0.0f;
-        for (int64_t t = 0; t < s.n_steps; ++t, step += s.step_bytes) {
+        for (int64_t t = 0; t < s.n_steps; ++t) {
+            const uint8_t *step = s.step(w, r, t);
             step_codes(s, step, codes);
             for (int b = 0; b < s.spb; ++b) {
                 const int64_t blk = t * s.spb + b;
@@ -77,9 +77,9 @@ void rows_f32_ref(const NBitsShape &s, const uint8_t *w, int nr, const float *x,
     int codes[kNBitsStep];
     const int bs = s.block_size;
     for (int r = 0; r < nr; ++r) {
-        const uint8_t *step = w + r * s.row_bytes;
         float acc = 0.0f;
-        for (int64_t t = 0; t < s.n_steps; ++t, step += s.step_bytes) {
+        for (int64_t t = 0; t < s.n_steps; ++t) {
+            const uint8_t *step = s.step(w, r, t);
             step_codes(s, step, codes);
             for (int b = 0; b < s.spb; ++b) {
                 const float *xb = x + (t * s.spb + b) * bs;
@@ -93,10 +93,48 @@ void rows_f32_ref(const NBitsShape &s, const uint8_t *w, int nr, const float *x,
     }
 }
 
+// The panel packer (NBitsPackFn): rows unpacked one by one into `rows`, then interleaved by 4
+// columns.
+void pack_panel_ref(const NBitsShape &s, const uint8_t *w, int64_t r0, int n_rows, GemmPanel *p,
+                    uint8_t *rows) {
+    const int64_t kq = s.kq, groups = kq / kNBitsGroup;
+    for (int r = 0; r < kPanelRows; ++r) {
+        uint8_t *u = rows + r * kq;
+        if (r >= n_rows) {
+            std::memset(u, 0, kq);
+            for (int64_t g = 0; g < groups; ++g) {
+                p->scale[g * kPanelRows + r] = 0.0f;
+                if (p->form.offset) p->offset[g * kPanelRows + r] = 0.0f;
+            }
+            continue;
+        }
+        for (int64_t g = 0; g < groups; ++g) {
+            const uint8_t *step = s.step_of_row(w, r0 + r, g / 8);
+            const int64_t b = g * kNBitsGroup / s.block_size % s.spb;
+            const float d = load_f32(step + 4 * b);
+            p->scale[g * kPanelRows + r] = d;
+            if (p->form.offset) p->offset[g * kPanelRows + r] = -(d * step[s.off_zp() + b]);
+            const uint8_t *qs = step + s.off_qs();
+            if (s.bits == 8) {
+                std::memcpy(u + g * kNBitsGroup, qs + g % 8 * kNBitsGroup, kNBitsGroup);
+                continue;
+            }
+            const uint8_t *packed = qs + g % 8 * 16;
+            for (int j = 0; j < 16; ++j) {
+                u[g * kNBitsGroup + j] = packed[j] & 0x0F;
+                u[g * kNBitsGroup + j + 16] = packed[j] >> 4;
+            }
+        }
+    }
+    for (int64_t c4 = 0; c4 < kq / 4; ++c4)  // interleave by 4 columns
+        for (int r = 0; r < kPanelRows; ++r)
+            std::memcpy(p->u + (c4 * kPanelRows + r) * 4, rows + r * kq + c4 * 4, 4);
+}
+
 }  // namespace
 
 NBitsKernels nbits_kernels_scalar() {
-    return {quantize_ref, rows_i8_ref, rows_f32_ref};
+    return {quantize_ref, rows_i8_ref, rows_f32_ref, pack_panel_ref};
 }
 
 }  // namespace phirt

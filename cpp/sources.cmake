@@ -9,7 +9,8 @@ set(PHIRT_REFERENCE_SOURCES
     ${PHIRT_CPP_DIR}/gemm_ref.cpp
     ${PHIRT_CPP_DIR}/attn_q8_ref.cpp
     ${PHIRT_CPP_DIR}/nbits.cpp      # ONNX MatMulNBits: repack, dequantize, driver
-    ${PHIRT_CPP_DIR}/nbits_ref.cpp)  # ONNX MatMulNBits kernels (spec numerics)
+    ${PHIRT_CPP_DIR}/nbits_ref.cpp   # ONNX MatMulNBits kernels (spec numerics)
+    ${PHIRT_CPP_DIR}/nbits_quant.cpp)  # float -> MatMulNBits (the exporter's quantizer)
 set(PHIRT_SOURCES
     ${PHIRT_REFERENCE_SOURCES}
     ${PHIRT_CPP_DIR}/dispatch.cpp
@@ -28,7 +29,8 @@ set_source_files_properties(${PHIRT_REFERENCE_SOURCES} PROPERTIES COMPILE_OPTION
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     set(_avx2 ${PHIRT_CPP_DIR}/x86/dot_avx2.cpp ${PHIRT_CPP_DIR}/x86/nbits_avx2.cpp)
-    set(_avx512 ${PHIRT_CPP_DIR}/x86/dot_avx512.cpp ${PHIRT_CPP_DIR}/x86/gemm_avx512.cpp)
+    set(_avx512 ${PHIRT_CPP_DIR}/x86/dot_avx512.cpp ${PHIRT_CPP_DIR}/x86/gemm_avx512.cpp
+        ${PHIRT_CPP_DIR}/x86/nbits_avx512.cpp)
     set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
         "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni")

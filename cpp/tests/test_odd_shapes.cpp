@@ -295,41 +295,43 @@ void test_nbits(const std::vector<std::string> &isas) {
     for (int bs : {16, 32, 64, 128}) {
         for (int64_t k : {(int64_t)1, (int64_t)bs - 1, (int64_t)bs + 3, 3 * (int64_t)bs + 5}) {
             for (int64_t n : {1, 3, 17}) {
-                if (!nbits_validate(n, k, bs).empty()) continue;
-                for (bool zp : {false, true}) {
-                    const NBitsShape s = nbits_shape(n, k, bs, zp);
-                    std::uniform_int_distribution<int> byte(0, 255);
-                    std::vector<uint8_t> b(n * s.onnx_blocks * bs / 2);
-                    for (uint8_t &v : b) v = (uint8_t)byte(g_rng);
-                    std::vector<float> scales = randoms(n * s.onnx_blocks, 0.05f);
-                    std::vector<uint8_t> zps(n * ((s.onnx_blocks + 1) / 2));
-                    for (uint8_t &v : zps) v = (uint8_t)byte(g_rng);
-                    NBitsMatrix mat(s);
-                    repack_matmulnbits({b.data(), scales.data(), false, zp ? zps.data() : nullptr},
-                                       &mat);
-                    std::vector<float> deq(n * k);
-                    nbits_dequantize(mat, deq.data());
-                    for (int64_t m : {1, 4, 5}) {
-                        const std::vector<float> x = randoms(m * k);
-                        std::vector<double> mag(m * n, 0.0);
-                        for (int64_t r = 0; r < m; ++r)
-                            for (int64_t j = 0; j < n; ++j)
-                                for (int64_t i = 0; i < k; ++i)
-                                    mag[r * n + j] +=
-                                        std::fabs((double)x[r * k + i] * deq[j * k + i]);
-                        std::vector<float> ref;
-                        for (const std::string &isa : isas) {
-                            set_isa(isa);
-                            std::vector<float> y(m * n);
-                            nbits_matmul(mat, x.data(), m, y.data());
-                            if (isa == "scalar")
-                                ref = y;
-                            else
-                                check(close(y, ref, mag, 2e-5, 1e-6),
-                                      fmt("nbits bs=%d k=%lld n=%lld m=%lld zp=%d: %s", bs,
-                                          (long long)k, (long long)n, (long long)m, (int)zp,
-                                          isa.c_str()));
-                            ++cases;
+                for (int level : {0, 4}) {  // float activations; int8 ones (packed GEMM at m >= 4)
+                    if (!nbits_validate(n, k, bs, 4, level).empty()) continue;
+                    for (bool zp : {false, true}) {
+                        const NBitsShape s = nbits_shape(n, k, bs, 4, level, zp);
+                        std::uniform_int_distribution<int> byte(0, 255);
+                        std::vector<uint8_t> b(n * s.onnx_blocks * bs / 2);
+                        for (uint8_t &v : b) v = (uint8_t)byte(g_rng);
+                        std::vector<float> scales = randoms(n * s.onnx_blocks, 0.05f);
+                        std::vector<uint8_t> zps(n * ((s.onnx_blocks + 1) / 2));
+                        for (uint8_t &v : zps) v = (uint8_t)byte(g_rng);
+                        NBitsMatrix mat(s);
+                        repack_matmulnbits(
+                            {b.data(), scales.data(), false, zp ? zps.data() : nullptr}, &mat);
+                        std::vector<float> deq(n * k);
+                        nbits_dequantize(mat, deq.data());
+                        for (int64_t m : {1, 4, 5}) {
+                            const std::vector<float> x = randoms(m * k);
+                            std::vector<double> mag(m * n, 0.0);
+                            for (int64_t r = 0; r < m; ++r)
+                                for (int64_t j = 0; j < n; ++j)
+                                    for (int64_t i = 0; i < k; ++i)
+                                        mag[r * n + j] +=
+                                            std::fabs((double)x[r * k + i] * deq[j * k + i]);
+                            std::vector<float> ref;
+                            for (const std::string &isa : isas) {
+                                set_isa(isa);
+                                std::vector<float> y(m * n);
+                                nbits_matmul(mat, x.data(), m, y.data());
+                                if (isa == "scalar")
+                                    ref = y;
+                                else
+                                    check(close(y, ref, mag, 2e-5, 1e-6),
+                                          fmt("nbits bs=%d k=%lld n=%lld m=%lld zp=%d level=%d: %s",
+                                              bs, (long long)k, (long long)n, (long long)m, (int)zp,
+                                              level, isa.c_str()));
+                                ++cases;
+                            }
                         }
                     }
                 }

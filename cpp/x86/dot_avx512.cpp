@@ -733,7 +733,7 @@ double exp_sum(int64_t n, float max, float *s) {
 
 }  // namespace
 
-// MatMulNBits runs on the AVX2 twin (there is no AVX-512 one).
+// MatMulNBits: the AVX-512 VNNI row dots and panel packer (x86/nbits_avx512.cpp), AVX2 otherwise.
 const DotKernels *dot_kernels_avx512() {
     static const DotKernels table = [] {
         DotKernels t = dot_kernels_scalar();
@@ -764,7 +764,7 @@ const DotKernels *dot_kernels_avx512() {
         t.f16 = {dot_f16_f16, rows_by_dot<dot_f16_f16>};
         t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
         t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
-        t.nbits = nbits_kernels_avx2();
+        t.nbits = nbits_kernels_avx512();
         t.axpy_f16 = axpy_f16;
         t.attn_scores = attn_scores;
         t.attn_values = attn_values;

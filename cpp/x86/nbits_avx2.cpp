@@ -122,7 +122,7 @@ void rows_i8(const NBitsShape &s, const uint8_t *w, const NBitsActRow &x, float 
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t t = 0; t < s.n_steps; ++t) {
         const uint8_t *step[R];
-        for (int r = 0; r < R; ++r) step[r] = w + r * s.row_bytes + t * s.step_bytes;
+        for (int r = 0; r < R; ++r) step[r] = s.step(w, r, t);
         const int8_t *xq = x.q + t * kNBitsStep;
         const float *dx = x.d + t * s.spb;
         if (bs == 16) {
@@ -183,7 +183,7 @@ void rows_f32(const NBitsShape &s, const uint8_t *w, const float *x, float *y) {
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t t = 0; t < s.n_steps; ++t) {
         const uint8_t *step[R];
-        for (int r = 0; r < R; ++r) step[r] = w + r * s.row_bytes + t * s.step_bytes;
+        for (int r = 0; r < R; ++r) step[r] = s.step(w, r, t);
         const float *xs = x + t * kNBitsStep;
         for (int b = 0; b < s.spb; ++b) {
             __m256 bsum[R];
@@ -253,7 +253,11 @@ void rows_f32_avx2(const NBitsShape &s, const uint8_t *w, int nr, const float *x
 }  // namespace
 
 NBitsKernels nbits_kernels_avx2() {
-    return {quantize_avx2, rows_i8_avx2, rows_f32_avx2};
+    NBitsKernels k = nbits_kernels_scalar();  // the panel packer stays the spec's
+    k.quantize = quantize_avx2;
+    k.rows_i8 = rows_i8_avx2;
+    k.rows_f32 = rows_f32_avx2;
+    return k;
 }
 
 }  // namespace phirt

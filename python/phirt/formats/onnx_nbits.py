@@ -317,9 +317,8 @@ class NBitsLinear:
         self.get_rows = rows.get_rows
 
     def matmul(self, x: np.ndarray, batch_invariant: bool = False) -> np.ndarray:
-        """x @ W.T; every row is computed by the one-row dots whatever m is, so each is already
-        what it would be alone (batch_invariant needs nothing more)."""
-        return _kernels.nbits_matmul(self.w, x)
+        """x @ W.T; batch_invariant: each row exactly as a one-row call gives it."""
+        return _kernels.nbits_matmul(self.w, x, batch_invariant=batch_invariant)
 
     def __repr__(self) -> str:
         return f"NBitsLinear({self.w!r})"

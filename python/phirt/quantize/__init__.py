@@ -36,8 +36,12 @@ class QuantizeResult(WriteResult):
 
 
 def open_source(src: str | os.PathLike[str]) -> Source:
-    """A Hugging Face model folder or a GGUF file."""
+    """A Hugging Face model folder, an ONNX Runtime GenAI folder or a GGUF file."""
     path = Path(src)
+    if path.is_dir() and (path / "genai_config.json").is_file():
+        from phirt.quantize.onnx_source import open_onnx
+
+        return open_onnx(path)
     if path.is_dir():
         from phirt.quantize.hf import open_hf
 

@@ -26,6 +26,15 @@ norms, biases and rope factors stay F32. Rows not divisible by the block size fa
 llama.cpp: Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0, then F16 (each fallback is reported)."""
 
 
+_ONNX_HELP = """
+
+--format onnx writes the graph onnxruntime-genai's model builder emits (genai_config.json,
+model.onnx + model.onnx.data, config.json, tokenizer files). --type auto re-packs Q4_0, Q8_0 and
+Q6_K tensors exactly (int4 block 32, int8 block 32, int8 block 16), so converting the folder back
+with --type q4_0 / q8_0 gives the same tensors bit for bit; float weights become int4 (block
+--block-size). int4 / int8 force every weight matrix to that format."""
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -52,11 +61,7 @@ def _read_text(path: str) -> str:
         raise QuantizeError(f"cannot read the evaluation text: {exc}", path) from None
 
 
-def cmd_quantize(args: argparse.Namespace) -> int:
-    if args.format == "mlx":
-        return _cmd_quantize_mlx(args)
-    if args.type is None:
-        raise QuantizeError("--type is required (one of " + ", ".join(FILE_TYPES) + ")")
+def _progress(console: Any) -> Any:
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -65,11 +70,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         TransferSpeedColumn,
     )
 
-    from phirt.quantize import quantize
-
-    text = _read_text(args.eval) if args.eval else None
-    console = _console()
-    with Progress(
+    return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
@@ -77,7 +78,56 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-    ) as bar:
+    )
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from phirt.quantize.onnx_export import WEIGHT_TYPES, export_onnx
+
+    weight_type = args.type or "auto"
+    if weight_type not in WEIGHT_TYPES:
+        raise QuantizeError(
+            f"--format onnx takes --type {', '.join(WEIGHT_TYPES)}, got {weight_type!r}"
+        )
+    if args.eval:
+        raise QuantizeError("--eval compares GGUF files; run eval-quant on a GGUF export instead")
+    console = _console()
+    with _progress(console) as bar:
+        task = bar.add_task(f"exporting ONNX ({weight_type})", total=None)
+        result = export_onnx(
+            args.src,
+            args.out,
+            weight_type=weight_type,
+            block_size=args.block_size,
+            accuracy_level=args.accuracy_level,
+            search=not args.rtn,
+            threads=args.threads,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    formats = ", ".join(f"{name} x{count}" for name, count in sorted(result.formats.items()))
+    console.print(
+        f"wrote {result.path}: {result.n_tensors} initializers ({formats}), "
+        f"{result.bytes_in / 1e6:.1f} MB -> {result.bytes_out / 1e6:.1f} MB in "
+        f"{result.seconds:.1f} s ({result.mb_per_s:.1f} MB/s)"
+    )
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from phirt.quantize import quantize
+
+    if args.format == "onnx":
+        return _cmd_export_onnx(args)
+    if args.format == "mlx":
+        return _cmd_quantize_mlx(args)
+    if args.type not in FILE_TYPES:
+        choices = ", ".join(FILE_TYPES)
+        raise QuantizeError(f"--type is required for GGUF output; choose from {choices}")
+    text = _read_text(args.eval) if args.eval else None
+    console = _console()
+    with _progress(console) as bar:
         task = bar.add_task(f"quantizing to {args.type}", total=None)
         result = quantize(
             args.src,
@@ -161,30 +211,50 @@ def add_quantize_subcommands(subparsers: Any) -> None:
     """Register ``quantize`` and ``eval-quant`` on an argparse subparsers object."""
     p = subparsers.add_parser(
         "quantize",
-        help="convert a Hugging Face folder or GGUF file to a quantized GGUF",
+        help="convert a Hugging Face folder, ONNX folder or GGUF file to a quantized GGUF, an "
+        "ONNX Runtime GenAI folder or an mlx-lm folder",
         description="Convert a Hugging Face model folder (Phi3ForCausalLM, PhiForCausalLM, "
-        "LlamaForCausalLM; config.json + safetensors + tokenizer) or a GGUF file to a GGUF "
-        "file that phirt and llama.cpp load.",
+        "LlamaForCausalLM; config.json + safetensors + tokenizer), an ONNX Runtime GenAI folder "
+        "or a GGUF file to a GGUF file that phirt and llama.cpp load, or (--format onnx) to an "
+        "ONNX Runtime GenAI folder that phirt and onnxruntime-genai load.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_TYPE_HELP,
+        epilog=_TYPE_HELP + _ONNX_HELP,
     )
-    p.add_argument("src", help="Hugging Face model folder or GGUF file")
-    p.add_argument("out", help="output GGUF file (or folder, with --format mlx)")
+    p.add_argument("src", help="Hugging Face model folder, ONNX Runtime GenAI folder or GGUF file")
+    p.add_argument("out", help="output GGUF file, or output folder with --format onnx or mlx")
+    p.add_argument(
+        "--format",
+        choices=["gguf", "onnx", "mlx"],
+        default="gguf",
+        help="gguf (default); onnx: an ONNX Runtime GenAI folder (MatMulNBits weights); mlx: an "
+        "mlx-lm folder (from a GGUF file its Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 blocks map exactly onto "
+        "MLX's quantization, other types are kept as float32)",
+    )
     p.add_argument(
         "--type",
         default=None,
         type=str.lower,
-        choices=list(FILE_TYPES),
         metavar="TYPE",
-        help=f"one of {', '.join(FILE_TYPES)} (see below); required for GGUF output and for "
-        "an mlx folder made from a Hugging Face folder",
+        help=f"GGUF: one of {', '.join(FILE_TYPES)} (required; also for an mlx folder made from a "
+        "Hugging Face folder); ONNX: auto, int4 or int8 (default auto; see below)",
     )
     p.add_argument(
-        "--format",
-        choices=["gguf", "mlx"],
-        default="gguf",
-        help="gguf (default), or mlx: an mlx-lm folder; from a GGUF file its Q4_0/Q4_1/Q5_0/"
-        "Q5_1/Q8_0 blocks map exactly onto MLX's quantization, other types are kept as float32",
+        "--block-size",
+        type=int,
+        default=32,
+        help="ONNX: MatMulNBits block size for weights quantized here (16..256, default 32)",
+    )
+    p.add_argument(
+        "--accuracy-level",
+        type=int,
+        default=4,
+        help="ONNX: MatMulNBits accuracy_level (4: int8 activations, default; 0: float)",
+    )
+    p.add_argument(
+        "--rtn",
+        action="store_true",
+        help="ONNX: plain round-to-nearest int4 scales, as onnxruntime's quantizer (default: a "
+        "least-squares scale search that is never worse per block)",
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument(
