@@ -13,6 +13,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from model_factory import ModelFactory
+from onnx_factory import OnnxFactory
 from phirt.engine import NativeEngine
 from phirt.errors import ContextFullError
 from smollm2 import smollm2_path
@@ -129,6 +130,15 @@ def test_batched_decode_is_bit_identical_to_solo(
 
 def test_batched_decode_is_bit_identical_to_solo_smollm2(each_isa: str) -> None:
     check_batched_equals_solo(smollm2_path(), chunk=16, n=6)
+
+
+@pytest.mark.parametrize("name", ["phi3", "phi4_mini"])
+def test_batched_decode_is_bit_identical_to_solo_onnx(
+    onnx_models: OnnxFactory, name: str, each_isa: str
+) -> None:
+    """ONNX folders' MatMulNBits at accuracy level 4 (int8 activations; phi4_mini with zero
+    points): their batch-invariant decode skips the packed GEMM as GGML matrices' does."""
+    check_batched_equals_solo(onnx_models.get(name))
 
 
 def test_solo_decode_is_the_engines_own(models: ModelFactory) -> None:
