@@ -1,4 +1,4 @@
-"""phirt vs onnxruntime-genai on the same ONNX Runtime GenAI folder (issue 13's speed table).
+"""phirt vs onnxruntime-genai on the same ONNX Runtime GenAI folder, side by side with ratios.
 
     python benchmarks/compare_genai.py FOLDER [FOLDER ...] [--pp 128,512] [--tg 64]
         [--threads 2] [--reps 3] [--json]
@@ -23,8 +23,8 @@ warm up (one prefill of the largest batch, 8 decoded tokens), then one measureme
 
 ``--phirt-model PATH`` has phirt load PATH instead of the folder (one folder only): a GGUF of the
 same weights, e.g. ``phirt quantize FOLDER out.gguf``, which copies a symmetric int4 block-32
-folder's weights as Q4_0 bit for bit. That runs the comparison on a phirt that cannot read ONNX
-folders itself, on its GGUF kernels rather than its MatMulNBits ones.
+folder's weights as Q4_0 bit for bit. That compares phirt's GGUF kernels, rather than its
+MatMulNBits ones, with onnxruntime-genai on the same weights.
 
 onnxruntime-genai's threads: the folder's session options get ``intra_op_num_threads`` =
 ``--threads`` (through ``og.Config.overlay``). The table shows medians, ±half the range in

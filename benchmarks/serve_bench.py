@@ -1,5 +1,5 @@
 """`phirt serve` under concurrent streams, against the real server on loopback with the `openai`
-client, and llama-cpp-python's server on the same file (issue 15's benchmark).
+client, and llama-cpp-python's server on the same file (batching throughput and time to first token).
 
     python benchmarks/serve_bench.py MODEL [--threads 2] [--streams 1,2,4,8] [--max-tokens 64]
         [--reps 2] [--llamacpp] [--json]
@@ -11,7 +11,7 @@ first token (TTFT) and to the last. Figures, medians over --reps runs:
 - aggregate decode tok/s: Σ (tokens - 1) over the N requests / (last token of any - first token
   of any): what the server emits per second once streams are generating;
 - TTFT p50 / p95 over all requests of all runs (with N > 1 a prompt may wait for others' prefill);
-- ratio: aggregate at N / aggregate at 1 (issue 15's target: >= 2.5 at 4 streams).
+- ratio: aggregate at N / aggregate at 1 (the aim: >= 2.5 at 4 streams).
 
 Beside them, measured in-process on the same file and threads (no HTTP):
 
