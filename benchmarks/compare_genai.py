@@ -54,6 +54,15 @@ RESULT_MARK = "@@compare_genai@@ "
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident set. Linux's VmHWM belongs to the address space exec made;
+    ru_maxrss also counts what the parent held when it forked this worker."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

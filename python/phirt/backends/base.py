@@ -15,7 +15,6 @@ Vendor packages are imported inside their backend's methods only: `import phirt`
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import os
 from abc import ABC, abstractmethod
@@ -213,16 +212,10 @@ def model_kind(path: str | os.PathLike[str]) -> str:
 
 def gguf_header(path: str) -> Any:
     """The GGUFFile of `path`, parsed once per process while the file is unchanged: every
-    backend's probe reads the same header (a big vocabulary takes ~0.1 s to parse)."""
-    st = os.stat(path)
-    return _gguf_header(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    backend's probe reads the same header, and the native loader takes it over."""
+    from phirt.formats import gguf_header as parsed_header
 
-
-@functools.lru_cache(maxsize=4)
-def _gguf_header(path: str, size: int, mtime: int) -> Any:
-    from phirt.formats.gguf import GGUFFile
-
-    return GGUFFile(path)
+    return parsed_header(path)
 
 
 KIND_NAMES = {

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 
 from phirt.formats.gguf import SUPPORTED_TYPES, GGUFFile, GGUFSummary, Tensor, TypeStats, type_name
 from phirt.formats.source import GGMLMatrix, KernelMatrix, ModelSource, SourceTensor
@@ -18,6 +19,7 @@ __all__ = [
     "SourceTensor",
     "Tensor",
     "TypeStats",
+    "gguf_header",
     "is_onnx_folder",
     "open_model",
     "type_name",
@@ -49,4 +51,32 @@ def open_model(path: str | os.PathLike[str]) -> ModelSource:
         from phirt.formats.onnx_source import OnnxSource
 
         return OnnxSource(folder)
-    return GGUFFile(path)
+    parsed = _PARSED.pop(_identity(path), None)
+    return parsed if parsed is not None else GGUFFile(path)
+
+
+# GGUF files whose header the backends' probes parsed, by file identity: every probe reads the same
+# header, and open_model takes the file from here instead of parsing it again (SmolLM2's 49k-token
+# vocabulary takes ~20 ms). Taken, not copied, so no mapping outlives the model that owns it.
+_PARSED: OrderedDict[tuple[str, int, int], GGUFFile] = OrderedDict()
+_PARSED_MAX = 4
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (os.fspath(path), -1, -1)  # not cached: GGUFFile names the problem
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+def gguf_header(path: str | os.PathLike[str]) -> GGUFFile:
+    """The GGUFFile of ``path``, parsed once while the file is unchanged (size and mtime)."""
+    key = _identity(path)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = GGUFFile(path)
+        _PARSED[key] = parsed
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return parsed
