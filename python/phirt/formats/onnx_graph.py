@@ -11,7 +11,8 @@ broken edge is a one-line UnsupportedError naming the folder, the node and its o
 
 What the builder (0.18, -e cpu) emits, and where each part goes:
 
-- embeddings: Gather(embed_tokens.weight, input_ids), or for tied int4 embeddings
+- embeddings: Gather(embed_tokens.weight, input_ids), GatherBlockQuantized on a quantized table of
+  its own (ONNX Runtime's quantizer: Gather_Q4), or for tied int4 embeddings
   GatherBlockQuantized over a Reshape of the lm_head's own MatMulNBits weights -> token_embd
 - norms: SimplifiedLayerNormalization, SkipSimplifiedLayerNormalization (residual add fused),
   LayerNormalization (Phi-2); epsilon from each node -> attn_norm, ffn_norm, output_norm
@@ -67,7 +68,7 @@ _L = r"/model/layers\.(?P<layer>\d+)/"
 _NODE_ROLES: list[tuple[re.Pattern[str], str, frozenset[str]]] = [
     (re.compile(p), role, frozenset(ops))
     for p, role, ops in [
-        (r"/model/embed_tokens/(Gather|GatherBlockQuantized)$", "embed", {"Gather", "GatherBlockQuantized"}),
+        (r"/model/embed_tokens/(Gather|GatherBlockQuantized|Gather_Q[48])$", "embed", {"Gather", "GatherBlockQuantized"}),
         (r"/model/embed_tokens/Reshape$", "embed_reshape", {"Reshape"}),
         (r"/model/embed_tokens/Slice$", "embed_slice", {"Slice"}),
         (_L + r"input_layernorm/\w+$", "attn_norm", _NORMS),
@@ -498,11 +499,16 @@ class _Builder:
                 m.fail(embed, f"has a table of shape {table.shape}, the lm_head implies {want}")
             self.tensors["token_embd.weight"] = _float_matrix("token_embd.weight", table, embed, m)
             return
-        # GatherBlockQuantized over a Reshape of the lm_head's own MatMulNBits weights (tied)
         a, head = embed.attrs, m.globals["lm_head"]
         if int(a.get("gather_axis", 0)) != 0 or int(a.get("quantize_axis", 1)) != 1:
             m.fail(embed, "is not a row lookup quantized along rows")
         data = embed.input(0)
+        if data in m.f.initializers:  # a quantized table of its own (untied)
+            part = NBitsPart.from_gather(m.f, embed.proto, a, m.path, *want)
+            t = NBitsTensor([part], rows_only=True)
+            self.tensors["token_embd.weight"] = OnnxTensor("token_embd.weight", t.shape, t.load)
+            return
+        # GatherBlockQuantized over a Reshape of the lm_head's own MatMulNBits weights (tied)
         reshape = m.globals.get("embed_reshape")
         if reshape is not None and data == reshape.output(0):
             data = reshape.input(0)

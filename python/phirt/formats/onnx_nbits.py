@@ -21,6 +21,7 @@ from phirt import _kernels
 from phirt.errors import FormatError, UnsupportedError
 
 OP_TYPE = "MatMulNBits"
+_ONNX_INT4 = 22  # onnx.TensorProto.INT4 (onnx itself is not imported here)
 DOMAIN = "com.microsoft"
 
 
@@ -188,6 +189,56 @@ class NBitsPart:
                 )
             zp = zp.reshape(a.N, cols)
         return cls(a, b, scales.reshape(a.N, a.n_blocks), zp, str(node.name), path)
+
+    @classmethod
+    def from_gather(cls, folder: Any, node: Any, attrs: dict[str, Any], path: str, n: int, k: int):
+        """From a GatherBlockQuantized node on a table of its own (inputs data, indices, scales,
+        zero_points; ONNX Runtime's quantizer names it Gather_Q4): an (n, k) table quantized along
+        rows is MatMulNBits' B with one row per token, zero point 2^(bits-1) unless given. An INT4
+        table holds signed codes, copied here as unsigned ones (the quantizer's reader does the
+        same, onnx_source.py)."""
+        bits, block = int(attrs.get("bits", 4)), int(attrs.get("block_size", 128))
+        where = f"node '{node.name}' ({DOMAIN}.GatherBlockQuantized)"
+        if bits not in (4, 8) or block < 16 or block & (block - 1) or k % block:
+            raise UnsupportedError(
+                f"{where} has bits={bits}, block_size={block} for rows of {k} (phirt reads 4 and "
+                "8 bits, power-of-two blocks of at least 16 that divide the row)",
+                path,
+            )
+        a = MatMulNBitsAttrs(K=k, N=n, block_size=block, bits=bits)
+        inputs = list(node.input) + [""] * 4
+        b = folder.array(inputs[0], node.name)
+        blob = block * bits // 8
+        if b.dtype != np.uint8 or b.size != n * a.n_blocks * blob:
+            raise FormatError(
+                f"{where}: data has shape {b.shape} {b.dtype}, expected {n} x {k * bits // 8} uint8",
+                path,
+            )
+        scales = folder.array(inputs[2], node.name) if inputs[2] else None
+        if (
+            scales is None
+            or scales.size != n * a.n_blocks
+            or scales.dtype not in (np.float32, np.float16)
+        ):
+            got = "none" if scales is None else f"{scales.shape} {scales.dtype}"
+            raise FormatError(f"{where}: scales are {got}, expected {n} x {a.n_blocks}", path)
+        zp = folder.array(inputs[3], node.name) if inputs[3] else None
+        signed = folder.initializers[inputs[0]].data_type == _ONNX_INT4
+        if signed and zp is not None:
+            raise UnsupportedError(f"{where} has int4 codes with zero points", path)
+        if signed:  # codes q - 8 in two's complement: the unsigned code is the same XOR 8
+            b = np.bitwise_xor(b, np.uint8(0x88))
+        if zp is not None:
+            cols = (a.n_blocks * bits + 7) // 8
+            if zp.dtype != np.uint8 or zp.size != n * cols:
+                raise FormatError(
+                    f"{where}: zero_points have shape {zp.shape} {zp.dtype}, expected {n} x "
+                    f"{cols} uint8",
+                    path,
+                )
+            zp = zp.reshape(n, cols)
+        b = b.reshape(n, a.n_blocks, blob)
+        return cls(a, b, scales.reshape(n, a.n_blocks), zp, str(node.name), path)
 
 
 class NBitsTensor:
