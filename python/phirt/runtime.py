@@ -274,7 +274,12 @@ def load(
     if not os.path.exists(path):
         raise FormatError("no such file or folder", path)
     selection = choose(
-        probe_all(path, device, [backend] if backend else None, quick=device == "auto"),
+        probe_all(
+            path,
+            device,
+            [backend] if backend else None,
+            quick=device in ("auto", "cpu") and backend is None,
+        ),
         path,
         device,
         backend,

@@ -215,7 +215,7 @@ def gguf_header(path: str) -> Any:
     backend's probe reads the same header, and the native loader takes it over."""
     from phirt.formats import gguf_header as parsed_header
 
-    return parsed_header(path)
+    return parsed_header(path)  # the native loader takes it over (formats.open_model)
 
 
 KIND_NAMES = {

@@ -12,10 +12,10 @@ from phirt.backends.base import (
     Engine,
     OpenOptions,
     Probe,
-    gguf_header,
-    model_kind,
 )
 from phirt.errors import PhirtError
+from phirt.formats import parsed_model
+from phirt.models.registry import find_architecture
 
 
 def cpu_name() -> str:
@@ -36,11 +36,6 @@ class NativeBackend(Backend):
     extra = None
     exposes_logits = True
 
-    def __init__(self) -> None:
-        # a folder the native loader accepted while probing: open() takes it instead of loading
-        # it twice (probing a folder means trying the loader, see probe)
-        self._probed: dict[str, Engine] = {}
-
     def version(self) -> str:
         from phirt import __version__
 
@@ -56,18 +51,11 @@ class NativeBackend(Backend):
 
         if device.kind != CPU:
             return self.no(device, "phirt's native kernels run on the CPU only")
-        kind = model_kind(path)
         try:
-            if kind == "gguf":
-                from phirt.models.registry import find_architecture
-
-                gguf = gguf_header(path)
-                find_architecture(gguf.arch or "<missing general.architecture>", gguf.path)
-            else:
-                # Whatever else the native loader learns to read (ONNX folders come through the
-                # format seam) is found by asking it, not by a list kept here; it rejects a path
-                # it cannot read before touching any weights.
-                self._probed[path] = self._load(path, OpenOptions())
+            # the header (GGUF) or the mapped graph (ONNX folder), parsed once: open_model takes
+            # it over; whatever else the native loader learns to read comes through the same seam
+            source = parsed_model(path)
+            find_architecture(source.arch or "<missing general.architecture>", path)
         except (PhirtError, OSError) as err:
             return self.no(
                 device,
@@ -85,9 +73,6 @@ class NativeBackend(Backend):
         return engine  # type: ignore[return-value]
 
     def open(self, path: str, device: Device, options: OpenOptions) -> Engine:
-        engine = self._probed.pop(path, None)
-        if engine is not None and options == OpenOptions():
-            return engine
         return self._load(path, options)
 
 

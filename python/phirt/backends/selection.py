@@ -51,10 +51,10 @@ def probe_all(
     its stack). `devices` replaces what a backend's own discovery finds (tests of the probe
     layer).
 
-    quick (phirt.load with device="auto"): once phirt native accepts the model, only an
-    accelerator can beat it, so a backend with a cheap proof that it has none (no GPU library in
-    its build, no GPU device node) is not imported to enumerate devices; `phirt doctor` asks
-    every stack in full."""
+    quick (phirt.load with device "auto" or "cpu" and no backend named): once phirt native
+    accepts the model, only an accelerator can beat it, so a backend with a cheap proof that it
+    has none (no GPU library in its build, no GPU device node) is not imported to enumerate
+    devices, and no backend's CPU device is probed; `phirt doctor` asks every stack in full."""
     out: list[Probe] = []
     native_ok = False
     for name in backends or PREFERENCE:
@@ -83,7 +83,16 @@ def probe_all(
             seen = ", ".join(d.name for d in found)
             out.append(backend.no(None, f"no device matches device='{device}' (it sees {seen})"))
             continue
-        answers = [_probe(backend, path, d) for d in wanted]
+        # quick: once phirt native accepts the model, another backend's CPU device cannot win (ties
+        # on a device kind go to native), so it is not probed: an ONNX Runtime provider probe
+        # creates the whole model (seconds, and gigabytes held until the process ends)
+        skip_cpu = quick and native_ok and devices is None
+        answers = [
+            backend.no(d, "on the CPU phirt native is preferred (not probed)")
+            if skip_cpu and d.kind == CPU
+            else _probe(backend, path, d)
+            for d in wanted
+        ]
         native_ok = native_ok or (name == "native" and any(p.ok for p in answers))
         out.extend(answers)
     return out

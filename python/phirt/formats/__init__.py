@@ -22,6 +22,7 @@ __all__ = [
     "gguf_header",
     "is_onnx_folder",
     "open_model",
+    "parsed_model",
     "type_name",
 ]
 
@@ -45,38 +46,57 @@ def is_onnx_folder(path: str | os.PathLike[str]) -> bool:
 
 def open_model(path: str | os.PathLike[str]) -> ModelSource:
     """The model at ``path``: an ONNX Runtime GenAI folder (formats/onnx_source.py) when it is a
-    folder (or its .onnx file), else a GGUF file. Errors name the path and the problem."""
+    folder (or its .onnx file), else a GGUF file. Errors name the path and the problem. A source
+    a probe parsed (parsed_model) is taken over instead of parsed again."""
+    parsed = _PARSED.pop(_identity(path), None)
+    return parsed if parsed is not None else _parse(path)
+
+
+def _parse(path: str | os.PathLike[str]) -> ModelSource:
     folder = onnx_folder_of(path)
     if folder is not None:
         from phirt.formats.onnx_source import OnnxSource
 
         return OnnxSource(folder)
-    parsed = _PARSED.pop(_identity(path), None)
-    return parsed if parsed is not None else GGUFFile(path)
+    return GGUFFile(path)
 
 
-# GGUF files whose header the backends' probes parsed, by file identity: every probe reads the same
-# header, and open_model takes the file from here instead of parsing it again (SmolLM2's 49k-token
-# vocabulary takes ~20 ms). Taken, not copied, so no mapping outlives the model that owns it.
-_PARSED: OrderedDict[tuple[str, int, int], GGUFFile] = OrderedDict()
+# Models the backends' probes parsed (a GGUF header, an ONNX folder's mapped graph), by file
+# identity: every probe reads the same header, and open_model takes the source from here instead
+# of parsing it again (SmolLM2's 49k-token vocabulary takes ~20 ms, a Phi-3 folder's graph ~0.5 s).
+# Taken, not copied, so no mapping outlives the model that owns it.
+_PARSED: OrderedDict[tuple, ModelSource] = OrderedDict()
 _PARSED_MAX = 4
 
 
-def _identity(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+def _identity(path: str | os.PathLike[str]) -> tuple:
+    """The path with the size and mtime of the file, or of every file in the folder."""
     try:
+        if os.path.isdir(path):
+            files = tuple(
+                sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path))
+            )
+            return (os.path.realpath(path), files)
         st = os.stat(path)
     except OSError:
-        return (os.fspath(path), -1, -1)  # not cached: GGUFFile names the problem
+        return (os.fspath(path), None)  # not cached: the reader names the problem
     return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
-def gguf_header(path: str | os.PathLike[str]) -> GGUFFile:
-    """The GGUFFile of ``path``, parsed once while the file is unchanged (size and mtime)."""
+def parsed_model(path: str | os.PathLike[str]) -> ModelSource:
+    """The source at ``path``, parsed once while its files are unchanged (size and mtime)."""
     key = _identity(path)
     parsed = _PARSED.get(key)
     if parsed is None:
-        parsed = GGUFFile(path)
+        parsed = _parse(path)
         _PARSED[key] = parsed
         while len(_PARSED) > _PARSED_MAX:
             _PARSED.popitem(last=False)
+    return parsed
+
+
+def gguf_header(path: str | os.PathLike[str]) -> GGUFFile:
+    """The GGUFFile of ``path`` (a GGUF file), parsed once while it is unchanged."""
+    parsed = parsed_model(path)
+    assert isinstance(parsed, GGUFFile)
     return parsed
