@@ -215,7 +215,31 @@ void repack_matmulnbits(const MatMulNBitsSource &src, NBitsMatrix *out) {
             if (s.has_zero_points) step[s.off_zp() + b % s.spb] = (uint8_t)z;
         }
         const uint8_t *brow = src.b + r * s.onnx_blocks * blob;
-        for (int64_t e = 0; e < s.kq; ++e) {
+        // Codes inside the ONNX row go a step (8 bits) or a 32-code group (4 bits) at a time; the
+        // element loop below is the spec and does the padding past the row.
+        const int64_t whole = std::min(onnx_elems, s.kq);
+        int64_t e = 0;
+        if (s.bits == 8) {
+            for (; e < whole; e += kNBitsStep) {
+                const int64_t len = std::min<int64_t>(kNBitsStep, whole - e);
+                std::memcpy(step_at(e / kNBitsStep) + s.off_qs(), brow + e, len);
+            }
+        } else {
+            // ONNX byte i holds codes 2i (low nibble) and 2i + 1; a group here holds code j low
+            // and code j + 16 high in byte j
+            for (; e + kNBitsGroup <= whole; e += kNBitsGroup) {
+                uint8_t *qs =
+                    step_at(e / kNBitsStep) + s.off_qs() + (e % kNBitsStep) / kNBitsGroup * 16;
+                const uint8_t *in = brow + e / 2;
+                for (int j = 0; j < 16; ++j) {
+                    const int shift = 4 * (j & 1);
+                    const int lo = (in[j / 2] >> shift) & 0x0F,
+                              hi = (in[8 + j / 2] >> shift) & 0x0F;
+                    qs[j] = (uint8_t)(lo | hi << 4);
+                }
+            }
+        }
+        for (; e < s.kq; ++e) {
             uint8_t *qs = step_at(e / kNBitsStep) + s.off_qs();
             const int64_t c = e % kNBitsStep;
             if (s.bits == 8) {

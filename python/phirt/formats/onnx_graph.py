@@ -591,7 +591,7 @@ class _Builder:
         m = self.m
         if all(n.op == "MatMulNBits" for n in nodes):
             parts = [NBitsPart.from_node(m.f, n.proto, n.attrs, m.path) for n in nodes]
-            t = NBitsTensor(parts, rows=rows, perm=perm)
+            t = NBitsTensor(parts, rows=rows, perm=perm, after_repack=m.f.drop_pages)
             self.tensors[name] = OnnxTensor(name, t.shape, t.load)
             return self.tensors[name]
         if any(n.op == "MatMulNBits" for n in nodes):

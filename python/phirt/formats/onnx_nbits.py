@@ -12,6 +12,7 @@ code range) and turns kernel errors into ``FormatError``s that name the node.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,6 +254,7 @@ class NBitsTensor:
         rows: slice | None = None,
         perm: np.ndarray | None = None,
         rows_only: bool = False,
+        after_repack: Callable[[], None] | None = None,
     ) -> None:
         first = parts[0]
         for p in parts[1:]:
@@ -268,6 +270,7 @@ class NBitsTensor:
                     first.path,
                 )
         self.parts, self.rows, self.perm, self.rows_only = parts, rows, perm, rows_only
+        self.after_repack = after_repack  # the folder's drop_pages: see load()
         n = sum(p.n for p in parts)
         if rows is not None:
             n = len(range(*rows.indices(n)))
@@ -312,6 +315,8 @@ class NBitsTensor:
         if self.rows_only:
             return rows
         w = load_matmulnbits(attrs, b, scales, zp, name=first.name, path=first.path)
+        if self.after_repack is not None:  # the file's pages and the copy need not both stay
+            self.after_repack()
         return NBitsLinear(w, rows)
 
 
