@@ -167,6 +167,7 @@ class BatchScheduler:
         self._free = [engine.new_cache() for _ in range(parallel)]
         self._active: list[_Sequence] = []  # in admission order: the oldest prefills first
         self._waiting: deque[Job] = deque()
+        self._cancelled = 0  # requests dropped because their client went away
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="phirt-scheduler", daemon=True)
@@ -194,6 +195,7 @@ class BatchScheduler:
                 "slots_idle": self.parallel - busy,
                 "slots_processing": busy,
                 "queued": len(self._waiting),
+                "cancelled": self._cancelled,
             }
 
     def close(self) -> None:
@@ -220,9 +222,12 @@ class BatchScheduler:
             self._step()
 
     def _drop_cancelled(self) -> None:
-        self._waiting = deque(j for j in self._waiting if not j.cancelled)
+        waiting = deque(j for j in self._waiting if not j.cancelled)
+        self._cancelled += len(self._waiting) - len(waiting)
+        self._waiting = waiting
         for seq in [s for s in self._active if s.job.cancelled]:
             self._release(seq)
+            self._cancelled += 1
 
     def _admit(self) -> None:
         while self._waiting and self._free:
@@ -292,6 +297,7 @@ class SerialScheduler:
         self.max_queue = max_queue
         self._waiting: deque[Job] = deque()
         self._running = 0
+        self._cancelled = 0  # requests dropped because their client went away
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="phirt-serial", daemon=True)
@@ -316,6 +322,7 @@ class SerialScheduler:
                 "slots_idle": 1 - self._running,
                 "slots_processing": self._running,
                 "queued": len(self._waiting),
+                "cancelled": self._cancelled,
             }
 
     def close(self) -> None:
@@ -335,6 +342,7 @@ class SerialScheduler:
                     return
                 job = self._waiting.popleft()
                 if job.cancelled:
+                    self._cancelled += 1
                     continue
                 self._running = 1
             try:
@@ -366,6 +374,8 @@ class SerialScheduler:
         for text in pieces:
             if job.cancelled:
                 pieces.close()
+                with self._cond:
+                    self._cancelled += 1
                 return
             if first and text:
                 text, first = text.removeprefix(" "), False
