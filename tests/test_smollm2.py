@@ -7,6 +7,7 @@ import pytest
 
 from greedy import assert_same_greedy, llama_cpp_greedy, phirt_greedy
 from model_factory import requires_llama_cpp
+from phirt.runtime import GenerationStats
 from smollm2 import smollm2_path
 
 PROMPTS = [
@@ -86,6 +87,12 @@ def test_generate_streams_the_same_text(model) -> None:
     )
     assert "".join(pieces) == text
     assert len(pieces) > 1
+
+
+def test_decode_rate_counts_the_steps_after_the_first_token() -> None:
+    # the first token comes out of the prefill: n tokens are n - 1 decode steps
+    assert GenerationStats(generated_tokens=11, decode_seconds=2.0).decode_tokens_per_second == 5.0
+    assert GenerationStats(generated_tokens=1, decode_seconds=0.0).decode_tokens_per_second == 0.0
 
 
 def test_seeded_sampling_is_reproducible(model) -> None:

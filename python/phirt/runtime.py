@@ -34,15 +34,18 @@ class GenerationStats:
     prompt_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens reused from the KV cache (not evaluated again)
     generated_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
+    prefill_seconds: float = 0.0  # to the first generated token (it comes out of the prefill)
+    decode_seconds: float = 0.0  # from the first generated token to the last
     finish_reason: str | None = None
     # sampling settings the backend could not honour (streaming backends sample themselves)
     ignored: list[str] = field(default_factory=list)
 
     @property
     def decode_tokens_per_second(self) -> float:
-        return self.generated_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
+        """Tokens decoded after the first over the time they took (as llama.cpp's eval rate and
+        benchmarks/serve_bench.py count: n tokens are n - 1 decode steps after the prefill)."""
+        steps = self.generated_tokens - 1
+        return steps / self.decode_seconds if steps > 0 and self.decode_seconds > 0 else 0.0
 
 
 class Model:
