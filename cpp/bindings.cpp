@@ -165,6 +165,31 @@ py::array_t<float> matmul_py(const QMatrix &w, const py::object &x_obj, const py
     return y;
 }
 
+std::unique_ptr<Q4x16Matrix> q4x16_repack_py(const QMatrix &w) {
+    if (w.type() != (int)GgmlType::Q4_0)
+        throw py::value_error(std::string("the interleaved layout holds Q4_0 weights, not ") +
+                              type_traits(w.type())->name);
+    const WeightView v = w.view();
+    py::gil_scoped_release release;
+    return std::make_unique<Q4x16Matrix>(v.data, v.row_bytes, v.n, v.k);
+}
+
+py::array_t<float> q4x16_matmul_py(const Q4x16Matrix &w, const py::object &x_obj,
+                                   const py::object &out, bool /*batch_invariant: always*/) {
+    auto x = checked<float>(x_obj, "x", 2);
+    if (x.shape(1) != w.k())
+        throw py::value_error("x has " + std::to_string(x.shape(1)) +
+                              " columns, weight has k=" + std::to_string(w.k()));
+    const int64_t m = x.shape(0);
+    auto y = out_or_new(out, {m, w.n()});
+    if (m == 0) return y;
+    const float *xp = static_cast<const float *>(x.data());
+    float *yp = y.mutable_data();
+    py::gil_scoped_release release;
+    matmul_q4x16(w, xp, m, yp);
+    return y;
+}
+
 py::array_t<float> get_rows_py(const QMatrix &w, const py::object &ids_obj) {
     auto ids = checked<int32_t>(ids_obj, "ids", 1);
     const int32_t *ip = static_cast<const int32_t *>(ids.data());
@@ -712,6 +737,24 @@ PYBIND11_MODULE(_kernels, mod) {
             py::arg("batch_invariant") = false,
             "y (m, n) = x (m, k) @ w.T with activations quantized on the fly; batch_invariant: "
             "each row bit for bit as an m = 1 call gives it");
+    py::class_<Q4x16Matrix>(mod, "Q4x16Matrix",
+                            "Q4_0 weights interleaved 16 rows at a time (cpp/q4x16.h), a copy "
+                            "made by q4x16_repack.")
+        .def_property_readonly("n", &Q4x16Matrix::n)
+        .def_property_readonly("k", &Q4x16Matrix::k)
+        .def_property_readonly("nbytes", &Q4x16Matrix::nbytes)
+        .def("__repr__", [](const Q4x16Matrix &w) {
+            return "Q4x16Matrix(n=" + std::to_string(w.n()) + ", k=" + std::to_string(w.k()) + ")";
+        });
+    mod.def("q4x16_repack", &q4x16_repack_py, py::arg("w"),
+            "a Q4_0 QMatrix in the interleaved 16-row layout (a copy; runs on the pool)");
+    mod.def("q4x16_matmul", &q4x16_matmul_py, py::arg("w"), py::arg("x"),
+            py::arg("out") = py::none(), py::arg("batch_invariant") = false,
+            "y (m, n) = x (m, k) @ w.T; each row the same whatever m (batch_invariant is accepted "
+            "and always holds)");
+    mod.def(
+        "q4x16_native", [] { return active_kernels().q4_0x16 != nullptr; },
+        "whether the active ISA has an interleaved Q4_0 kernel (else the scalar spec runs)");
     mod.def("get_rows", &get_rows_py, py::arg("w"), py::arg("ids"), "dequantized rows of w");
     mod.def("quantize", &quantize_py, py::arg("type"), py::arg("x"),
             "quantize float32 rows (last axis) to a GGML type (reference quantizer)");

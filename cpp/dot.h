@@ -14,6 +14,7 @@
 #include "formats.h"
 #include "gemm.h"
 #include "nbits_kernels.h"
+#include "q4x16.h"
 
 namespace phirt {
 
@@ -63,6 +64,9 @@ struct DotKernels {
     // Weight types (kWeightFormats lists them with their activation formats).
     TypeKernels q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K, f16, bf16, f32;
     NBitsKernels nbits;  // ONNX MatMulNBits (nbits_kernels.h)
+    // Interleaved Q4_0 panels (q4x16.h); nullptr: the ISA has no twin, and phirt keeps the GGUF
+    // layout (the spec would be slower than the GEMV).
+    Q4x16GemmFn q4_0x16 = nullptr;
     // Attention over an f16 KV cache.
     AxpyF16Fn axpy_f16;
     AttnScoresFn attn_scores;

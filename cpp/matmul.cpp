@@ -34,6 +34,9 @@ thread_local PanelScratch t_panel;
 // m=3 1.04-1.51, m=4 0.89-1.06, m=5 0.75-1.00, m=8 0.54-0.76.
 constexpr int64_t kMinPackedRows = 4;
 
+// Below this many weight bytes a matrix is not worth waking the workers for.
+constexpr int64_t kMinParallelBytes = 64 * 1024;
+
 // One row of activation blocks (Q8_0, Q8_1 or Q8_K, as the GEMV uses them) split into the packed
 // GEMM's form (gemm.h): contiguous int8 and, per column group, d, zs = -zero · Σ q and s = d · Σ q.
 void split_act_row(const uint8_t *src, int block_bytes, int64_t k, const GemmForm &form, int8_t *q,
@@ -77,13 +80,19 @@ T *grown(std::vector<T> &v, int64_t n) {
     return v.data();
 }
 
-// y = x · wᵀ through packed panels; `act` holds the m rows already in the GEMV's block format.
-void matmul_packed(const TypeKernels &tk, const WeightView &w, const uint8_t *act,
-                   int64_t act_row_bytes, int act_block_bytes, int64_t m, float *y) {
-    ThreadPool &pool = global_pool();
-    const GemmForm form = gemm_form(w.type);
-    const int64_t k = w.k, n_groups = k / form.group;
+// The m rows of x converted by `convert` (row_bytes each), in per-thread scratch.
+const uint8_t *converted_acts(ConvertFn convert, const float *x, int64_t m, int64_t k,
+                              int64_t row_bytes) {
+    uint8_t *dst = grown(t_act_scratch, row_bytes * m);
+    global_pool().run(m, [&](int64_t row, int) { convert(x + row * k, dst + row * row_bytes, k); });
+    return dst;
+}
 
+// The m activation rows of `act` (in the GEMV's block format) split into the packed kernels'
+// form (gemm.h), in per-thread scratch.
+GemmActs split_acts(const uint8_t *act, int64_t act_row_bytes, int act_block_bytes, int64_t m,
+                    int64_t k, const GemmForm &form) {
+    const int64_t n_groups = k / form.group;
     // q, then d, zs and s (4-byte values, m · n_groups each) from a 64-byte boundary.
     const int64_t q_bytes = (m * k + 63) / 64 * 64, per_group = m * n_groups;
     uint8_t *base = grown(t_gemm_act_scratch, q_bytes + 3 * per_group * 4);
@@ -91,12 +100,21 @@ void matmul_packed(const TypeKernels &tk, const WeightView &w, const uint8_t *ac
     auto *d = reinterpret_cast<float *>(base + q_bytes);
     auto *zs = reinterpret_cast<int32_t *>(d + per_group);
     auto *s = reinterpret_cast<float *>(zs + per_group);
-    pool.run(m, [&](int64_t i, int) {
+    global_pool().run(m, [&](int64_t i, int) {
         const int64_t at = i * n_groups;
         split_act_row(act + i * act_row_bytes, act_block_bytes, k, form, q + i * k, d + at, zs + at,
                       s + at);
     });
-    const GemmActs acts{q, d, zs, s, k, n_groups};
+    return GemmActs{q, d, zs, s, k, n_groups};
+}
+
+// y = x · wᵀ through packed panels; `act` holds the m rows already in the GEMV's block format.
+void matmul_packed(const TypeKernels &tk, const WeightView &w, const uint8_t *act,
+                   int64_t act_row_bytes, int act_block_bytes, int64_t m, float *y) {
+    ThreadPool &pool = global_pool();
+    const GemmForm form = gemm_form(w.type);
+    const int64_t k = w.k, n_groups = k / form.group;
+    const GemmActs acts = split_acts(act, act_row_bytes, act_block_bytes, m, k, form);
 
     const int64_t n_panels = (w.n + kPanelRows - 1) / kPanelRows;
     pool.run(n_panels, [&](int64_t p, int) {
@@ -148,12 +166,8 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y, bool batch
     const uint8_t *act = reinterpret_cast<const uint8_t *>(x);
     int64_t act_row_bytes = w.k * (int64_t)sizeof(float);
     if (f.act.convert != nullptr) {
-        const ConvertFn convert = kern.*f.act.convert;
         act_row_bytes = w.k / f.act.block * f.act.bytes;
-        uint8_t *dst = grown(t_act_scratch, act_row_bytes * m);
-        const int64_t k = w.k;
-        pool.run(m, [&](int64_t row, int) { convert(x + row * k, dst + row * act_row_bytes, k); });
-        act = dst;
+        act = converted_acts(kern.*f.act.convert, x, m, w.k, act_row_bytes);
     }
 
     // 2. Dot products: kMaxDotRows weight rows at a time against each activation row (rows
@@ -172,6 +186,27 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y, bool batch
         }
     };
     one_row_dot_blocks(w.n, m, w.n * w.row_bytes, dots);
+}
+
+void matmul_q4x16(const Q4x16Matrix &w, const float *x, int64_t m, float *y) {
+    const DotKernels &kern = active_kernels();
+    const Q4x16GemmFn gemm = kern.q4_0x16 != nullptr ? kern.q4_0x16 : q4x16_gemm_ref;
+    const int64_t k = w.k(), act_row_bytes = k / QK8_0 * (int64_t)sizeof(block_q8_0);
+    const uint8_t *act = converted_acts(kern.to_q8_0, x, m, k, act_row_bytes);
+    const GemmActs acts =
+        split_acts(act, act_row_bytes, sizeof(block_q8_0), m, k, gemm_form((int)GgmlType::Q4_0));
+    // contiguous runs of panels, a few per thread (decode streams each byte once)
+    ThreadPool &pool = global_pool();
+    const int64_t n_panels = w.n_panels(), nb = w.n_blocks();
+    const int64_t n_chunks =
+        w.nbytes() < kMinParallelBytes ? 1 : std::min<int64_t>(n_panels, (int64_t)pool.size() * 4);
+    const int64_t chunk = (n_panels + n_chunks - 1) / n_chunks;
+    pool.run(n_chunks, [&](int64_t c, int) {
+        for (int64_t p = c * chunk; p < std::min(n_panels, (c + 1) * chunk); ++p) {
+            const int n_rows = (int)std::min<int64_t>(kPanelRows, w.n() - p * kPanelRows);
+            gemm(w.panel(p), nb, acts, m, y + p * kPanelRows, w.n(), n_rows);
+        }
+    });
 }
 
 void get_rows(const WeightView &w, const int32_t *ids, int64_t t, float *out) {

@@ -39,6 +39,11 @@ bool uses_packed_gemm(const DotKernels &kern, int type, int64_t m);
 // float summation order differs. The server's batched decode needs this (docs/design.md).
 void matmul(const WeightView &w, const float *x, int64_t m, float *y, bool batch_invariant = false);
 
+// y (m × n) = x (m × k) · wᵀ for interleaved Q4_0 (q4x16.h): activations quantized to Q8_0 as the
+// GEMV does; every output row is the same whatever m and the other rows are (batch-invariant by
+// construction). Runs on the global pool; allocation-free once warmed up.
+void matmul_q4x16(const Q4x16Matrix &w, const float *x, int64_t m, float *y);
+
 // out (t × k) = dequantized rows ids[0..t) of w; ids must be in [0, n) (checked by the caller).
 void get_rows(const WeightView &w, const int32_t *ids, int64_t t, float *out);
 

@@ -5,12 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <vector>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include "dispatch.h"
 #include "gemm.h"
@@ -157,29 +152,10 @@ NBitsShape nbits_shape(int64_t n, int64_t k, int block_size, int bits, int accur
     return s;
 }
 
-namespace {
-constexpr size_t kHugePage = size_t(2) << 20;
-}  // namespace
-
-void NBitsMatrix::Free::operator()(uint8_t *p) const {
-    std::free(p);
-}
-
-NBitsMatrix::NBitsMatrix(const NBitsShape &shape) : shape_(shape) {
-    // Matrices of 2 MiB and more start on a 2 MiB boundary and ask for transparent huge pages
-    // (where THP is "madvise", as on many servers): decode streams every byte once per token, and
-    // 4 KiB pages cost a TLB miss each (the weights of a file-backed GGUF read through the page
-    // cache instead).
-    const size_t need = (size_t)(shape.group_bytes() * shape.n_groups);
-    const size_t align = need >= kHugePage ? kHugePage : 64;
-    const size_t bytes = (need + align - 1) / align * align;
-    auto *p = static_cast<uint8_t *>(std::aligned_alloc(align, bytes));
-    if (p == nullptr) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-    if (align == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // advice: failure changes nothing
-#endif
-    data_.reset(p);
-}
+// Huge pages: Phi-3-mini int4 decode 7.5 -> 10.0 tok/s (Xeon, 2 threads), for the 4-row groups'
+// four streams per pass.
+NBitsMatrix::NBitsMatrix(const NBitsShape &shape)
+    : shape_(shape), data_((size_t)(shape.group_bytes() * shape.n_groups), true) {}
 
 void repack_matmulnbits(const MatMulNBitsSource &src, NBitsMatrix *out) {
     const NBitsShape &s = out->shape();

@@ -53,6 +53,7 @@
 
 #include "formats.h"
 #include "nbits_kernels.h"
+#include "weight_buffer.h"
 
 namespace phirt {
 
@@ -69,16 +70,13 @@ class NBitsMatrix {
    public:
     explicit NBitsMatrix(const NBitsShape &shape);
     const NBitsShape &shape() const { return shape_; }
-    const uint8_t *data() const { return data_.get(); }
-    uint8_t *data() { return data_.get(); }
+    const uint8_t *data() const { return data_.data(); }
+    uint8_t *data() { return data_.data(); }
     int64_t nbytes() const { return shape_.group_bytes() * shape_.n_groups; }
 
    private:
-    struct Free {
-        void operator()(uint8_t *p) const;
-    };
     NBitsShape shape_;
-    std::unique_ptr<uint8_t, Free> data_;
+    WeightBuffer data_;
 };
 
 // Sources of repack_matmulnbits, sized as the ONNX shapes above for out->shape() (checked by the

@@ -7,6 +7,7 @@ set(PHIRT_REFERENCE_SOURCES
     ${PHIRT_CPP_DIR}/quants_k.cpp
     ${PHIRT_CPP_DIR}/dot_ref.cpp
     ${PHIRT_CPP_DIR}/gemm_ref.cpp
+    ${PHIRT_CPP_DIR}/q4x16_ref.cpp   # interleaved Q4_0 panels: repack and spec kernel
     ${PHIRT_CPP_DIR}/attn_q8_ref.cpp
     ${PHIRT_CPP_DIR}/nbits.cpp      # ONNX MatMulNBits: repack, dequantize, driver
     ${PHIRT_CPP_DIR}/nbits_ref.cpp   # ONNX MatMulNBits kernels (spec numerics)
@@ -15,6 +16,7 @@ set(PHIRT_SOURCES
     ${PHIRT_REFERENCE_SOURCES}
     ${PHIRT_CPP_DIR}/dispatch.cpp
     ${PHIRT_CPP_DIR}/threadpool.cpp
+    ${PHIRT_CPP_DIR}/weight_buffer.cpp
     ${PHIRT_CPP_DIR}/matmul.cpp
     ${PHIRT_CPP_DIR}/ops.cpp)
 set(PHIRT_DEFINITIONS "")
@@ -30,7 +32,7 @@ set_source_files_properties(${PHIRT_REFERENCE_SOURCES} PROPERTIES COMPILE_OPTION
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     set(_avx2 ${PHIRT_CPP_DIR}/x86/dot_avx2.cpp ${PHIRT_CPP_DIR}/x86/nbits_avx2.cpp)
     set(_avx512 ${PHIRT_CPP_DIR}/x86/dot_avx512.cpp ${PHIRT_CPP_DIR}/x86/gemm_avx512.cpp
-        ${PHIRT_CPP_DIR}/x86/nbits_avx512.cpp)
+        ${PHIRT_CPP_DIR}/x86/nbits_avx512.cpp ${PHIRT_CPP_DIR}/x86/q4x16_avx512.cpp)
     set_source_files_properties(${_avx2} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
     set_source_files_properties(${_avx512} PROPERTIES COMPILE_OPTIONS
         "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni")

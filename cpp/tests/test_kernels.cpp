@@ -969,6 +969,73 @@ void test_packed_gemm(const std::string &isa, const DotKernels &K) {
     }
 }
 
+// The interleaved Q4_0 kernel (q4x16.h). The scalar spec against a restatement over the GGUF rows
+// themselves (which checks the repack: every code and scale lands where the spec reads it), then
+// the ISA's twin against the spec bit for bit, for 1..9 and 13 activation rows (every tile height
+// and remainder), partial panels and rows past n, and each row's result against an m = 1 call.
+float q4_0_row_by_definition(const uint8_t *row, const GemmActs &a, int64_t i, int64_t k) {
+    const auto *blocks = reinterpret_cast<const block_q4_0 *>(row);
+    float acc = 0.0f;
+    for (int64_t b = 0; b < k / QK4_0; ++b) {
+        const int8_t *q = a.q + i * a.ldq + b * QK4_0;
+        int32_t isum = 0;
+        for (int j = 0; j < QK4_0 / 2; ++j)
+            isum += ((blocks[b].qs[j] & 0x0F) - 8) * q[j] + ((blocks[b].qs[j] >> 4) - 8) * q[j + 16];
+        acc = std::fma((float)isum, fp16_to_fp32(blocks[b].d) * a.d[i * a.ldg + b], acc);
+    }
+    return acc;
+}
+
+bool same_bits(const std::vector<float> &x, const std::vector<float> &y) {
+    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * 4) == 0;
+}
+
+void test_q4x16(const std::string &isa, const DotKernels &K) {
+    Section s("[" + isa + "] interleaved Q4_0 == scalar spec");
+    const GemmForm form = gemm_form((int)GgmlType::Q4_0);
+    for (int64_t n : {16, 21, 40}) {
+        for (int64_t k : {32, 512, 2560}) {
+            const int64_t rb = row_bytes(traits(GgmlType::Q4_0), k);
+            for (Source src : {kQuantized, kRandomBytes, kExtremeScales}) {
+                std::vector<uint8_t> w;
+                make_weights(GgmlType::Q4_0, n, k, src, kWide, &w);
+                const Q4x16Matrix w16(w.data(), rb, n, k);
+                for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}) {
+                    const GemmActData ad = make_gemm_acts(form, m, k);
+                    const GemmActs a = ad.acts(k, k / form.group);
+                    std::vector<float> y_def(m * n), y_ref(m * n), y(m * n);
+                    for (int64_t i = 0; i < m; ++i)
+                        for (int64_t r = 0; r < n; ++r)
+                            y_def[i * n + r] = q4_0_row_by_definition(w.data() + r * rb, a, i, k);
+                    for (int64_t p = 0; p < w16.n_panels(); ++p) {
+                        const int n_rows = (int)std::min<int64_t>(kPanelRows, n - p * kPanelRows);
+                        q4x16_gemm_ref(w16.panel(p), w16.n_blocks(), a, m,
+                                       y_ref.data() + p * kPanelRows, n, n_rows);
+                        if (K.q4_0x16 != nullptr)
+                            K.q4_0x16(w16.panel(p), w16.n_blocks(), a, m,
+                                      y.data() + p * kPanelRows, n, n_rows);
+                    }
+                    const std::string what = fmt("n=%lld k=%lld %s m=%lld", (long long)n,
+                                                 (long long)k, kSourceNames[src], (long long)m);
+                    check(same_bits(y_ref, y_def), "spec == definition over GGUF rows, " + what);
+                    if (K.q4_0x16 == nullptr) continue;
+                    check(same_bits(y, y_ref), isa + " == spec, " + what);
+                    // row i alone (the kernel with m = 1 on row i's activations)
+                    const int64_t i = m - 1;
+                    const GemmActs one{a.q + i * a.ldq, a.d + i * a.ldg, a.zs + i * a.ldg,
+                                       a.s + i * a.ldg, a.ldq, a.ldg};
+                    std::vector<float> y1(n);
+                    for (int64_t p = 0; p < w16.n_panels(); ++p)
+                        K.q4_0x16(w16.panel(p), w16.n_blocks(), one, 1, y1.data() + p * kPanelRows,
+                                  n, (int)std::min<int64_t>(kPanelRows, n - p * kPanelRows));
+                    check(std::memcmp(y1.data(), y.data() + i * n, n * 4) == 0,
+                          isa + " last row alone == in the batch, " + what);
+                }
+            }
+        }
+    }
+}
+
 struct AttnCase {
     int64_t m, n_head, n_kv_head, hd, n_ctx, pos0, window;
 };
@@ -1167,6 +1234,7 @@ void test_isa(const std::string &isa, const DotKernels &K, const DotKernels &S) 
     test_axpy(isa, K, S);
     test_matmul(isa, K);
     test_packed_gemm(isa, K);
+    test_q4x16(isa, K);
     test_attention(isa, K);
     test_rope(isa, K);
 }

@@ -765,6 +765,7 @@ const DotKernels *dot_kernels_avx512() {
         t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
         t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
         t.nbits = nbits_kernels_avx512();
+        t.q4_0x16 = q4x16_gemm_avx512;
         t.axpy_f16 = axpy_f16;
         t.attn_scores = attn_scores;
         t.attn_values = attn_values;

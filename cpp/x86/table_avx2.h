@@ -7,6 +7,7 @@
 #include "float_avx2.h"
 #include "gemm_avx2.h"
 #include "gemv_avx2.h"
+#include "q4x16_avx2.h"
 
 namespace phirt {
 namespace {
@@ -44,6 +45,7 @@ DotKernels avx2_family_table(const char *isa) {
     t.bf16 = {dot_bf16_bf16, rows_by_dot<dot_bf16_bf16>};
     t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
     t.nbits = nbits_kernels_avx2();
+    t.q4_0x16 = q4x16_gemm_avx2<I8>;
     t.axpy_f16 = axpy_f16;
     t.attn_scores = attn_scores;
     t.attn_values = attn_values;

@@ -17,6 +17,7 @@ looked up in gguf-py when a file has one. Layout, little-endian, versions 2 and 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -146,6 +147,7 @@ class Tensor:
     # u8 (rows, row_bytes) for 2-D and up (leading dims flattened), u8 (row_bytes,) for 1-D
     data: np.ndarray = field(repr=False, compare=False)
     path: str = field(default="", repr=False, compare=False)
+    mm: Any = field(default=None, repr=False, compare=False)  # the file's mmap.mmap
 
     @property
     def row_bytes(self) -> int:
@@ -166,9 +168,19 @@ class Tensor:
 
         n, k = self.shape
         try:
-            return GGMLMatrix(_kernels.QMatrix(self.data, self.ggml_type, n, k))
+            return GGMLMatrix(_kernels.QMatrix(self.data, self.ggml_type, n, k), self.drop_pages)
         except ValueError as exc:  # the table check should leave none: name the tensor if one is
             raise FormatError(f"tensor {_q(self.name)}: {exc}", self.path) from None
+
+    def drop_pages(self) -> None:
+        """Drop this tensor's pages from the process's resident set (MADV_DONTNEED on the
+        read-only map; a later read faults them back from the page cache): once a matrix is
+        copied into the interleaved layout, the file's bytes would only double its memory."""
+        if self.mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = self.offset - self.offset % _PAGE
+        with contextlib.suppress(OSError, ValueError):
+            self.mm.madvise(mmap.MADV_DONTNEED, start, self.offset + self.n_bytes - start)
 
     def to_float32(self) -> np.ndarray:
         """Dequantized copy of the tensor, f32 of ``shape``. Meant for small tensors (norms, biases,
@@ -602,6 +614,7 @@ class GGUFFile:
             offset=start,
             data=data,
             path=self.path,
+            mm=self._mm._mmap,
         )
 
 

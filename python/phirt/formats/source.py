@@ -21,14 +21,22 @@ at load, so ``linear()`` calls one method per matrix per step with no type tests
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from phirt import _kernels as K
 
-__all__ = ["NUMERICS_KEY", "GGMLMatrix", "KernelMatrix", "ModelSource", "SourceTensor"]
+__all__ = [
+    "NUMERICS_KEY",
+    "GGMLMatrix",
+    "KernelMatrix",
+    "ModelSource",
+    "SourceTensor",
+    "interleaves",
+]
 
 # Metadata a source may add beyond GGUF's keys: whose arithmetic its own runtime uses where phirt
 # has a choice ("ggml", the default, or "onnxruntime"; models/common.py DecoderConfig.numerics).
@@ -81,16 +89,46 @@ class ModelSource(Protocol):
         ...
 
 
+_Q4_0 = 2  # GGML type id
+
+
+def interleaves(ggml_type: int) -> bool:
+    """Whether a matrix of this GGML type is multiplied in phirt's interleaved layout: Q4_0 where
+    the active ISA has the kernel (cpp/q4x16.h: decode reads the weights at close to memory speed,
+    several sequences share one read, and every row's result is independent of the others).
+    ``PHIRT_Q4_0_INTERLEAVE=0`` keeps the file's layout (for A/B measurements)."""
+    return (
+        ggml_type == _Q4_0
+        and K.q4x16_native()
+        and os.environ.get("PHIRT_Q4_0_INTERLEAVE", "1") != "0"
+    )
+
+
 class GGMLMatrix:
-    """A K.QMatrix (GGML block types, F16, BF16, F32) as a KernelMatrix; ``q`` is the QMatrix."""
+    """A K.QMatrix (GGML block types, F16, BF16, F32) as a KernelMatrix; ``q`` is the QMatrix.
 
-    __slots__ = ("get_rows", "k", "matmul", "n", "q")
+    Where ``interleaves(type)``, the first matmul copies the matrix into the interleaved layout
+    (K.q4x16_repack) and every later one uses it; ``release`` is then called, to let the file's
+    pages go (get_rows still reads them). Lazily, so a table only read by get_rows (token_embd
+    when the output matrix is its own) is never copied."""
 
-    def __init__(self, q: Any) -> None:
+    __slots__ = ("_release", "get_rows", "k", "matmul", "n", "q")
+
+    def __init__(self, q: Any, release: Callable[[], None] | None = None) -> None:
         self.q = q
         self.n, self.k = int(q.n), int(q.k)
-        self.matmul = functools.partial(K.matmul, q)
         self.get_rows = functools.partial(K.get_rows, q)
+        self._release = release
+        if interleaves(int(q.type)):
+            self.matmul = self._interleave_then_matmul
+        else:
+            self.matmul = functools.partial(K.matmul, q)
+
+    def _interleave_then_matmul(self, x: np.ndarray, batch_invariant: bool = False) -> np.ndarray:
+        self.matmul = functools.partial(K.q4x16_matmul, K.q4x16_repack(self.q))
+        if self._release is not None:
+            self._release()
+        return self.matmul(x)
 
     def __repr__(self) -> str:
         return f"GGMLMatrix(n={self.n}, k={self.k}, type={self.q.type})"
