@@ -1,8 +1,9 @@
 // One quantized matmul, y = x · Wᵀ (W: n × k in a GGML block type, x: m × k float), run by phirt
-// (cpp/matmul.h, one NEON level pinned with set_isa) or by ggml (the CPU backend's mul_mat, with
-// the weight in its repacking buffer type whenever ggml would put it there, as llama.cpp does), on
-// one thread. Built by benchmarks/neon_vs_ggml.py against ggml's sources from the llama-cpp-python
-// sdist; never a test.
+// (cpp/matmul.h, one NEON level pinned with set_isa; Q4_0 in the interleaved layout where the
+// level has its kernel, as phirt's loader does, the copy made at setup) or by ggml (the CPU
+// backend's mul_mat, with the weight in its repacking buffer type whenever ggml would put it there,
+// as llama.cpp does), on one thread. Built by benchmarks/neon_vs_ggml.py against ggml's sources
+// from the llama-cpp-python sdist; never a test.
 //
 //   bench_matmul IMPL TYPE N K M REPS [MODE]
 //     IMPL  phirt:<level> (neon, neon_dotprod, neon_i8mm, ...) or ggml
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,9 +32,29 @@
 #include "ggml-cpu.h"
 #include "ggml.h"
 #include "matmul.h"
+#include "q4x16.h"
 #include "threadpool.h"
 
 namespace {
+
+// What phirt's runtime multiplies with at the active level (formats/source.py GGMLMatrix).
+class PhirtMatmul {
+   public:
+    explicit PhirtMatmul(const phirt::WeightView &v) : view_(v) {
+        if (v.type == (int)phirt::GgmlType::Q4_0 && phirt::active_kernels().q4_0x16 != nullptr)
+            w16_ = std::make_unique<phirt::Q4x16Matrix>(v.data, v.row_bytes, v.n, v.k);
+    }
+    void run(const float *x, int64_t m, float *y) const {
+        if (w16_)
+            phirt::matmul_q4x16(*w16_, x, m, y);
+        else
+            phirt::matmul(view_, x, m, y);
+    }
+
+   private:
+    phirt::WeightView view_;
+    std::unique_ptr<phirt::Q4x16Matrix> w16_;
+};
 
 uint64_t g_state = 0x9E3779B97F4A7C15ull;
 uint64_t next_random() {  // xorshift64*
@@ -169,7 +191,7 @@ int main(int argc, char **argv) {
         for (float v : yg) ymax = std::fmax(ymax, std::fabs(v));
         for (const std::string &isa : phirt::available_isas()) {
             phirt::set_isa(isa);
-            phirt::matmul(view, x.data(), m, y.data());
+            PhirtMatmul(view).run(x.data(), m, y.data());
             double worst = 0.0;
             for (size_t i = 0; i < y.size(); ++i)
                 worst = std::fmax(worst, std::fabs((double)y[i] - yg[i]));
@@ -184,9 +206,10 @@ int main(int argc, char **argv) {
 
     if (impl.rfind("phirt:", 0) == 0) {
         phirt::set_isa(impl.substr(6));
-        if (mode == "time") phirt::matmul(view, x.data(), m, y.data());
+        const PhirtMatmul mm(view);
+        if (mode == "time") mm.run(x.data(), m, y.data());
         const double t0 = seconds();
-        for (int r = 0; r < reps; ++r) phirt::matmul(view, x.data(), m, y.data());
+        for (int r = 0; r < reps; ++r) mm.run(x.data(), m, y.data());
         if (mode == "time") std::printf("%.9f\n", (seconds() - t0) / reps);
     } else if (impl == "ggml") {
         GgmlMatmul g((ggml_type)t->type, n, k, m, w.data());

@@ -980,7 +980,8 @@ float q4_0_row_by_definition(const uint8_t *row, const GemmActs &a, int64_t i, i
         const int8_t *q = a.q + i * a.ldq + b * QK4_0;
         int32_t isum = 0;
         for (int j = 0; j < QK4_0 / 2; ++j)
-            isum += ((blocks[b].qs[j] & 0x0F) - 8) * q[j] + ((blocks[b].qs[j] >> 4) - 8) * q[j + 16];
+            isum +=
+                ((blocks[b].qs[j] & 0x0F) - 8) * q[j] + ((blocks[b].qs[j] >> 4) - 8) * q[j + 16];
         acc = std::fma((float)isum, fp16_to_fp32(blocks[b].d) * a.d[i * a.ldg + b], acc);
     }
     return acc;
@@ -1012,8 +1013,8 @@ void test_q4x16(const std::string &isa, const DotKernels &K) {
                         q4x16_gemm_ref(w16.panel(p), w16.n_blocks(), a, m,
                                        y_ref.data() + p * kPanelRows, n, n_rows);
                         if (K.q4_0x16 != nullptr)
-                            K.q4_0x16(w16.panel(p), w16.n_blocks(), a, m,
-                                      y.data() + p * kPanelRows, n, n_rows);
+                            K.q4_0x16(w16.panel(p), w16.n_blocks(), a, m, y.data() + p * kPanelRows,
+                                      n, n_rows);
                     }
                     const std::string what = fmt("n=%lld k=%lld %s m=%lld", (long long)n,
                                                  (long long)k, kSourceNames[src], (long long)m);
@@ -1023,7 +1024,7 @@ void test_q4x16(const std::string &isa, const DotKernels &K) {
                     // row i alone (the kernel with m = 1 on row i's activations)
                     const int64_t i = m - 1;
                     const GemmActs one{a.q + i * a.ldq, a.d + i * a.ldg, a.zs + i * a.ldg,
-                                       a.s + i * a.ldg, a.ldq, a.ldg};
+                                       a.s + i * a.ldg, a.ldq,           a.ldg};
                     std::vector<float> y1(n);
                     for (int64_t p = 0; p < w16.n_panels(); ++p)
                         K.q4_0x16(w16.panel(p), w16.n_blocks(), one, 1, y1.data() + p * kPanelRows,
