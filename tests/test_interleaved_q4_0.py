@@ -15,6 +15,7 @@ from gguf import GGMLQuantizationType as T
 
 from model_factory import ModelFactory
 from phirt.engine import NativeEngine
+from phirt.formats import source
 from phirt.formats.source import interleaves
 
 Q4_0 = int(T.Q4_0)
@@ -97,3 +98,38 @@ def test_interleaving_changes_decode_only_within_float_order(
     np.testing.assert_array_equal(out["1"][0], out["0"][0])
     spread = float(np.ptp(out["0"][1]))
     np.testing.assert_allclose(out["1"][1], out["0"][1], rtol=0, atol=1e-4 * spread)
+
+
+@pytest.mark.skipif(not interleaves(Q4_0), reason="this CPU's kernels have no interleaved Q4_0")
+def test_low_memory_keeps_the_files_layout(
+    models: ModelFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With less memory available than the copy's headroom, a matrix stays in the file's layout
+    for good (the copy could not be reclaimed under pressure; the file's pages can)."""
+    engine = NativeEngine(models.phi3("Q4_0", "gqa"), n_ctx=64)
+    mats = layer_matrices(engine)
+    sizes = [int(m.q.nbytes) for m in mats]
+    # the largest fits at first, and no longer once half of the copies are made
+    budget = {"bytes": 4 * max(sizes) + sum(sizes) // 2}
+
+    def available() -> int:
+        return budget["bytes"]
+
+    monkeypatch.setattr(source, "memory_available", available)
+    real_repack = K.q4x16_repack
+
+    def repack(q: K.QMatrix) -> K.Q4x16Matrix:
+        budget["bytes"] -= int(q.nbytes)
+        return real_repack(q)
+
+    monkeypatch.setattr(K, "q4x16_repack", repack)
+    before = engine.eval([1, 2, 3])
+    copied = [m for m in mats if getattr(m.matmul, "func", None) is K.q4x16_matmul]
+    kept = [m for m in mats if getattr(m.matmul, "func", None) is K.matmul]
+    assert 1 <= len(copied) < len(mats) and len(copied) + len(kept) == len(mats)
+    assert np.isfinite(before).all()
+    again = engine.eval([4])  # the decision sticks: nothing is re-tried
+    assert [getattr(m.matmul, "func", None) for m in copied + kept] == [K.q4x16_matmul] * len(
+        copied
+    ) + [K.matmul] * len(kept)
+    assert np.isfinite(again).all()

@@ -104,13 +104,32 @@ def interleaves(ggml_type: int) -> bool:
     )
 
 
+# The interleaved copy is memory the kernel cannot reclaim (the file's pages it replaces could be):
+# a matrix is copied only while the system has this many times its size available, so a model
+# that barely fits (a Pi 5 with 4 GB) keeps its remaining matrices in the file's layout.
+_COPY_HEADROOM = 4
+
+
+def memory_available() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class GGMLMatrix:
     """A K.QMatrix (GGML block types, F16, BF16, F32) as a KernelMatrix; ``q`` is the QMatrix.
 
     Where ``interleaves(type)``, the first matmul copies the matrix into the interleaved layout
     (K.q4x16_repack) and every later one uses it; ``release`` is then called, to let the file's
     pages go (get_rows still reads them). Lazily, so a table only read by get_rows (token_embd
-    when the output matrix is its own) is never copied."""
+    when the output matrix is its own) is never copied; and only while memory allows
+    (_COPY_HEADROOM), else the matrix stays in the file's layout for good."""
 
     __slots__ = ("_release", "get_rows", "k", "matmul", "n", "q")
 
@@ -125,6 +144,10 @@ class GGMLMatrix:
             self.matmul = functools.partial(K.matmul, q)
 
     def _interleave_then_matmul(self, x: np.ndarray, batch_invariant: bool = False) -> np.ndarray:
+        available = memory_available()
+        if available is not None and available < _COPY_HEADROOM * int(self.q.nbytes):
+            self.matmul = functools.partial(K.matmul, self.q)
+            return self.matmul(x, batch_invariant=batch_invariant)
         self.matmul = functools.partial(K.q4x16_matmul, K.q4x16_repack(self.q))
         if self._release is not None:
             self._release()
