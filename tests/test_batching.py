@@ -5,6 +5,8 @@ never changes a greedy answer), and the same as the single-sequence engine's dec
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from model_factory import ModelFactory
 from onnx_factory import OnnxFactory
 from phirt.engine import NativeEngine
 from phirt.errors import ContextFullError
+from phirt.sampling import SamplingParams
+from phirt.serve.scheduler import BatchScheduler, Finish, GenRequest, Job, Piece
 from smollm2 import smollm2_path
 
 WEIGHT_TYPES = [
@@ -70,42 +74,58 @@ def greedy_solo(engine: NativeEngine, prompt: list[int], n: int, chunk: int) -> 
 
 
 def greedy_batched(
-    engine: NativeEngine, prompts: list[list[int]], n: int, chunk: int, joins: list[int]
+    engine: NativeEngine,
+    prompts: list[list[int]],
+    n: int,
+    chunk: int,
+    joins: list[int],
+    fuse: bool = False,
 ) -> tuple[list[list[np.ndarray]], int]:
     """The same sequences run together: sequence i is prefilled (chunk by chunk, one chunk per
     step, as the server does) from step joins[i], then decodes beside whoever is active; each
-    leaves after n steps, so the batch grows and shrinks. Also returns the widest decode step."""
+    leaves after n steps, so the batch grows and shrinks. fuse: the step's chunk goes through the
+    decode pass (batch_invariant, first span), as the server does when the engine's layer rows
+    are invariant. Also returns the widest decode step."""
     caches = [engine.new_cache() for _ in prompts]
     pos = [0] * len(prompts)
     logits: list[list[np.ndarray]] = [[] for _ in prompts]
     step = widest = 0
     while any(len(lg) < n + 1 for lg in logits):
-        for i, p in enumerate(prompts):  # one prefill chunk per step, oldest first
-            if joins[i] <= step and pos[i] < len(p):
-                part = p[pos[i] : pos[i] + chunk]
-                row = engine.eval_batch([(caches[i], pos[i], part)])[0]
-                pos[i] += len(part)
-                if pos[i] == len(p):
-                    logits[i].append(row)
-                break
         active = [i for i, p in enumerate(prompts) if pos[i] >= len(p) and 0 < len(logits[i]) <= n]
-        if active:
-            spans = [(caches[i], pos[i], [int(np.argmax(logits[i][-1]))]) for i in active]
-            rows = engine.eval_batch(spans, batch_invariant=True)
+        spans = [(caches[i], pos[i], [int(np.argmax(logits[i][-1]))]) for i in active]
+        reading = [i for i, p in enumerate(prompts) if joins[i] <= step and pos[i] < len(p)]
+        if reading:  # one prefill chunk per step, oldest first
+            i = reading[0]
+            part = prompts[i][pos[i] : pos[i] + chunk]
+            if fuse and spans:
+                rows = engine.eval_batch([(caches[i], pos[i], part), *spans], batch_invariant=True)
+                row, decoded = rows[0], rows[1:]
+            else:
+                row, decoded = engine.eval_batch([(caches[i], pos[i], part)])[0], None
+            pos[i] += len(part)
+            if pos[i] == len(prompts[i]):
+                logits[i].append(row)
+        else:
+            decoded = None
+        if spans:
+            if decoded is None:
+                decoded = engine.eval_batch(spans, batch_invariant=True)
             widest = max(widest, len(spans))
-            for i, row in zip(active, rows, strict=True):
+            for i, row in zip(active, decoded, strict=True):
                 pos[i] += 1
                 logits[i].append(row)
         step += 1
     return logits, widest
 
 
-def check_batched_equals_solo(path: Path, chunk: int = 8, n: int = 8) -> None:
+def check_batched_equals_solo(path: Path, chunk: int = 8, n: int = 8, fuse: bool = False) -> None:
     engine = NativeEngine(path, n_ctx=96)
     rng = np.random.default_rng(1)
     prompts = [rng.integers(0, 1000, size).tolist() for size in (3, 12, 21, 1, 6)]
     solo = [greedy_solo(engine, p, n, chunk) for p in prompts]
-    batched, widest = greedy_batched(engine, prompts, n, chunk, joins=[0, 0, 1, 3, 9])
+    if fuse:
+        assert engine.layer_rows_invariant()
+    batched, widest = greedy_batched(engine, prompts, n, chunk, joins=[0, 0, 1, 3, 9], fuse=fuse)
     assert widest >= 4  # the default path would take the packed GEMM here
     for i, (a, b) in enumerate(zip(solo, batched, strict=True)):
         assert len(a) == len(b) == n + 1
@@ -126,6 +146,30 @@ def test_batched_decode_is_bit_identical_to_solo(
     models: ModelFactory, arch: str, qtype: str, variant: str, each_isa: str
 ) -> None:
     check_batched_equals_solo(getattr(models, arch)(qtype, variant))
+
+
+@pytest.mark.parametrize("arch,variant", [("phi3", "gqa"), ("phi3", "partial_rotary_tied")])
+def test_prompt_chunks_in_the_decode_pass_are_bit_identical_to_solo(
+    models: ModelFactory, arch: str, variant: str, each_isa: str
+) -> None:
+    """Where every layer matrix is Q4_0 in the interleaved layout, a prompt chunk evaluated in the
+    decode pass (batch_invariant) gets what it gets alone (the server then reads the weights once
+    per step); elsewhere the engine says its rows are not invariant and the server keeps them
+    apart."""
+    path = getattr(models, arch)("Q4_0", variant)
+    engine = NativeEngine(path, n_ctx=32)
+    engine.eval([1, 2])
+    if K.q4x16_native() and os.environ.get("PHIRT_Q4_0_INTERLEAVE") != "0":
+        assert engine.layer_rows_invariant()
+        check_batched_equals_solo(path, fuse=True)
+    else:  # the file's layout (scalar): rows of the packed GEMM are not the one-row dots'
+        assert not engine.layer_rows_invariant()
+
+
+def test_layer_rows_are_not_invariant_for_other_types(models: ModelFactory) -> None:
+    engine = NativeEngine(models.phi3("Q4_1", "gqa"), n_ctx=32)
+    engine.eval([1, 2])
+    assert not engine.layer_rows_invariant()
 
 
 def test_batched_decode_is_bit_identical_to_solo_smollm2(each_isa: str) -> None:
@@ -166,3 +210,56 @@ def test_eval_batch_rejects_what_does_not_fit(models: ModelFactory) -> None:
         engine.eval_batch([(cache, 0, [1]), (engine.new_cache(), 0, [10**6])])
     with pytest.raises(ValueError, match="at least one token"):
         engine.eval_batch([(cache, 0, [])])
+
+
+def run_scheduler(engine: NativeEngine, prompts: list[list[int]], parallel: int) -> list[list[int]]:
+    """Greedy tokens of each prompt through a BatchScheduler (all submitted at once)."""
+
+    async def main() -> list[list[int]]:
+        loop = asyncio.get_running_loop()
+        scheduler = BatchScheduler(engine, parallel=parallel, max_queue=8, prefill_chunk=8)
+        try:
+            jobs = [
+                Job(GenRequest(p, max_tokens=6, sampling=SamplingParams(temperature=0)), loop)
+                for p in prompts
+            ]
+            for job in jobs:
+                scheduler.submit(job)
+            out = []
+            for job in jobs:
+                tokens = []
+                while not isinstance(event := await job.events.get(), Finish):
+                    assert isinstance(event, Piece), event
+                    if event.token is not None:
+                        tokens.append(event.token)
+                out.append(tokens)
+            return out
+        finally:
+            scheduler.close()
+
+    return asyncio.run(main())
+
+
+def test_the_scheduler_fuses_prompt_chunks_into_decode_passes(models: ModelFactory) -> None:
+    """With Q4_0 interleaved, the server's scheduler puts a joining prompt's chunk into the decode
+    pass (one eval_batch: the chunk first, then one row per generating sequence), and every
+    request's tokens are those it gets alone."""
+    engine = NativeEngine(models.phi3("Q4_0", "gqa"), n_ctx=96)
+    rng = np.random.default_rng(5)
+    prompts = [rng.integers(0, 1000, size).tolist() for size in (4, 30, 12, 21)]
+    solo = [run_scheduler(engine, [p], parallel=1)[0] for p in prompts]
+    calls: list[tuple[list[int], bool]] = []
+    real = engine.eval_batch
+
+    def spy(spans, batch_invariant=False):  # noqa: ANN001, ANN202
+        calls.append(([len(t) for _, _, t in spans], batch_invariant))
+        return real(spans, batch_invariant=batch_invariant)
+
+    engine.eval_batch = spy  # type: ignore[method-assign]
+    batched = run_scheduler(engine, prompts, parallel=4)
+    assert batched == solo
+    fused = [sizes for sizes, inv in calls if inv and len(sizes) > 1 and sizes[0] > 1]
+    if engine.layer_rows_invariant():
+        assert fused, calls
+    else:  # no interleaved Q4_0 kernel on this CPU: chunks keep passes of their own
+        assert not fused, calls

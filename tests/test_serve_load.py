@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from live_server import LiveServer, live_server
+from model_factory import ModelFactory
 from smollm2 import smollm2_path
 
 openai = pytest.importorskip("openai")
@@ -59,6 +60,31 @@ def test_batched_greedy_answers_equal_solo_answers(server: LiveServer) -> None:
         )
     assert batched == solo
     assert len(set(solo)) == len(solo)  # different answers: no crossed wires between slots
+
+
+def test_q4_0_prompts_that_share_the_decode_pass_get_their_solo_answers(
+    models: ModelFactory, tmp_path: Path
+) -> None:
+    """A Q4_0 model (interleaved where the CPU has the kernel): prompt chunks ride in the decode
+    pass of the others (BatchScheduler._fuse), and every answer is still the one it gets alone.
+    The answers are checked in raw completions (the fixture's random weights), so ties decide
+    nothing: solo and batched must match token for token."""
+    prompts = [f"{w} " * n for w, n in [("river", 3), ("stone", 40), ("light", 9), ("paper", 25)]]
+    with live_server(
+        models.phi3("Q4_0", "gqa"),
+        *("--ctx", "128", "--parallel", "4", "--prefill-chunk", "8"),
+        log_dir=tmp_path,
+    ) as s:
+        client = openai.OpenAI(base_url=s.v1, api_key="x", max_retries=0, timeout=300)
+
+        def complete(p: str) -> str:
+            r = client.completions.create(model="m", prompt=p, max_tokens=12, temperature=0)
+            return r.choices[0].text
+
+        solo = [complete(p) for p in prompts]
+        with cf.ThreadPoolExecutor(len(prompts)) as pool:
+            batched = list(pool.map(complete, prompts))
+    assert batched == solo
 
 
 def test_sampled_answers_do_not_depend_on_the_batch(server: LiveServer) -> None:

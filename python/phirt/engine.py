@@ -233,6 +233,20 @@ class NativeEngine:
             )
             return self.model.logits(np.ascontiguousarray(hidden[last]))
 
+    def layer_rows_invariant(self) -> bool:
+        """True when every matrix of the layers gives each row the same result whatever else is
+        in the call, on the default path too (formats.source.GGMLMatrix.rows_invariant: Q4_0 in
+        the interleaved layout, decided at a matrix's first use). Then a prompt chunk evaluated
+        with batch_invariant=True, beside other sequences' decode rows, gets bit for bit what it
+        gets in a pass of its own (the output matrix sees one row per span either way, where the
+        GEMV and the one-row dot agree), so the server can run both in one pass."""
+        return all(
+            getattr(m, "rows_invariant", False)
+            for layer in self.model.layers
+            for m in layer.values()
+            if hasattr(m, "matmul")
+        )
+
     def _check_file(self) -> None:
         """FormatError if the model file was truncated or rewritten in place since it was
         mapped: its pages are the weights, and a truncated mapping faults (SIGBUS) when read.

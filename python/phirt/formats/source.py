@@ -153,5 +153,12 @@ class GGMLMatrix:
             self._release()
         return self.matmul(x)
 
+    @property
+    def rows_invariant(self) -> bool:
+        """Whether every matmul gives each row what it gives that row alone, batch_invariant or
+        not (the interleaved layout, once copied); then rows of a prompt can share a pass with
+        other sequences' rows at no cost."""
+        return getattr(self.matmul, "func", None) is K.q4x16_matmul
+
     def __repr__(self) -> str:
         return f"GGMLMatrix(n={self.n}, k={self.k}, type={self.q.type})"

@@ -4,8 +4,11 @@ BatchScheduler (the native engine) does continuous batching: up to `parallel` se
 a KV cache slot of its own. Every step evaluates one prefill chunk of the oldest sequence still
 reading its prompt (at most `prefill_chunk` tokens, so a long prompt delays the others by one chunk
 per step, not by its whole length), then one decode pass over every sequence that is generating:
-one row each through the weights, read once for all. Jobs join between steps and leave as soon as
-they finish or their client goes away. Decode passes are batch-invariant (NativeEngine.eval_batch)
+one row each through the weights, read once for all. Where every layer matrix computes each
+row alone whatever else is in the call (Q4_0 in the interleaved layout:
+NativeEngine.layer_rows_invariant), the chunk and the decode rows go through one pass, so a
+joining prompt costs no extra weight read. Jobs join between steps and leave as soon as they
+finish or their client goes away. Decode passes are batch-invariant (NativeEngine.eval_batch)
 and a prompt's chunks do not depend on who else is running, so a request's tokens are the same
 alone or in a crowd (docs/design.md, "Serving").
 
@@ -168,6 +171,7 @@ class BatchScheduler:
         self._active: list[_Sequence] = []  # in admission order: the oldest prefills first
         self._waiting: deque[Job] = deque()
         self._cancelled = 0  # requests dropped because their client went away
+        self._fusing = False  # prompt chunks share the decode pass (_fuse)
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="phirt-scheduler", daemon=True)
@@ -254,25 +258,54 @@ class BatchScheduler:
 
     def _step(self) -> None:
         prefilling = next((s for s in self._active if s.prefilling), None)
+        decoding = [s for s in self._active if not s.prefilling and not s.job.cancelled]
+        if prefilling is not None and decoding and self._fuse():
+            # one pass for the chunk and the decode rows: the weights are read once
+            seqs = [prefilling, *decoding]
+            self._finish(seqs, lambda: self._fused(prefilling, decoding))
+            return
         if prefilling is not None:
             self._finish([prefilling], lambda: [self._prefill(prefilling)])
-        decoding = [s for s in self._active if not s.prefilling and not s.job.cancelled]
         if decoding:
             self._finish(decoding, lambda: self._decode(decoding))
 
-    def _prefill(self, seq: _Sequence) -> bool:
-        chunk = seq.pending[: self.prefill_chunk]
-        logits = self.engine.eval_batch([(seq.cache, seq.pos, chunk)])[0]
-        seq.pos += len(chunk)
-        del seq.pending[: len(chunk)]
+    def _fuse(self) -> bool:
+        """Whether a prompt chunk may share the decode pass (NativeEngine.layer_rows_invariant:
+        it then gets what it gets alone). The answer only changes from False to True, as the
+        model's matrices are laid out at their first use."""
+        if not self._fusing:
+            self._fusing = self.engine.layer_rows_invariant()
+        return self._fusing
+
+    def _prefill_span(self, seq: _Sequence) -> tuple[Any, int, list[int]]:
+        return seq.cache, seq.pos, seq.pending[: self.prefill_chunk]
+
+    def _prefilled(self, seq: _Sequence, n: int, logits: np.ndarray) -> bool:
+        """Account for n prompt tokens evaluated; sample when the prompt is complete."""
+        seq.pos += n
+        del seq.pending[:n]
         if seq.pending:
             return False
         seq.prefilling = False
         return seq.advance(logits)
 
+    def _prefill(self, seq: _Sequence) -> bool:
+        span = self._prefill_span(seq)
+        logits = self.engine.eval_batch([span])[0]
+        return self._prefilled(seq, len(span[2]), logits)
+
+    def _fused(self, prefilling: _Sequence, decoding: list[_Sequence]) -> list[bool]:
+        span = self._prefill_span(prefilling)
+        decode_spans = [(s.cache, s.pos, s.pending) for s in decoding]
+        logits = self.engine.eval_batch([span, *decode_spans], batch_invariant=True)
+        first = self._prefilled(prefilling, len(span[2]), logits[0])
+        return [first, *self._decoded(decoding, logits[1:])]
+
     def _decode(self, seqs: list[_Sequence]) -> list[bool]:
         spans = [(s.cache, s.pos, s.pending) for s in seqs]
-        logits = self.engine.eval_batch(spans, batch_invariant=True)
+        return self._decoded(seqs, self.engine.eval_batch(spans, batch_invariant=True))
+
+    def _decoded(self, seqs: list[_Sequence], logits: np.ndarray) -> list[bool]:
         done = []
         for seq, row in zip(seqs, logits, strict=True):
             seq.pos += 1
