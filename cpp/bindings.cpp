@@ -117,6 +117,25 @@ py::array_t<float> out_or_new(const py::object &out, std::initializer_list<py::s
     return py::reinterpret_borrow<py::array_t<float>>(arr);
 }
 
+// y (m × n) = x (m × k) · Wᵀ for any weight holder: checks x against k (K_name: how the matrix
+// names it), fills `out` or a new array, and runs run(x, m, y) without the GIL.
+template <class Run>
+py::array_t<float> matmul_into(int64_t n, int64_t k, const char *k_name, const py::object &x_obj,
+                               const py::object &out, Run &&run) {
+    auto x = checked<float>(x_obj, "x", 2);
+    if (x.shape(1) != k)
+        throw py::value_error("x has " + std::to_string(x.shape(1)) + " columns, weight has " +
+                              k_name + "=" + std::to_string(k));
+    const int64_t m = x.shape(0);
+    auto y = out_or_new(out, {m, n});
+    if (m == 0) return y;
+    const float *xp = static_cast<const float *>(x.data());
+    float *yp = y.mutable_data();
+    py::gil_scoped_release release;
+    run(xp, m, yp);
+    return y;
+}
+
 // ---- QMatrix ---------------------------------------------------------------------------------
 
 // A weight matrix in a GGML format over a buffer it keeps alive (often a read-only memmap).
@@ -151,18 +170,9 @@ py::array_t<float> matmul_py(const QMatrix &w, const py::object &x_obj, const py
     if (!matmul_supported(w.type()))
         throw py::value_error(std::string("matmul does not support ") +
                               type_traits(w.type())->name);
-    auto x = checked<float>(x_obj, "x", 2);
-    if (x.shape(1) != w.k())
-        throw py::value_error("x has " + std::to_string(x.shape(1)) +
-                              " columns, weight has k=" + std::to_string(w.k()));
-    const int64_t m = x.shape(0);
-    auto y = out_or_new(out, {m, w.n()});
-    if (m == 0) return y;
-    const float *xp = static_cast<const float *>(x.data());
-    float *yp = y.mutable_data();
-    py::gil_scoped_release release;
-    matmul(w.view(), xp, m, yp, batch_invariant);
-    return y;
+    return matmul_into(w.n(), w.k(), "k", x_obj, out, [&](const float *x, int64_t m, float *y) {
+        matmul(w.view(), x, m, y, batch_invariant);
+    });
 }
 
 std::unique_ptr<Q4x16Matrix> q4x16_repack_py(const QMatrix &w) {
@@ -176,18 +186,8 @@ std::unique_ptr<Q4x16Matrix> q4x16_repack_py(const QMatrix &w) {
 
 py::array_t<float> q4x16_matmul_py(const Q4x16Matrix &w, const py::object &x_obj,
                                    const py::object &out, bool /*batch_invariant: always*/) {
-    auto x = checked<float>(x_obj, "x", 2);
-    if (x.shape(1) != w.k())
-        throw py::value_error("x has " + std::to_string(x.shape(1)) +
-                              " columns, weight has k=" + std::to_string(w.k()));
-    const int64_t m = x.shape(0);
-    auto y = out_or_new(out, {m, w.n()});
-    if (m == 0) return y;
-    const float *xp = static_cast<const float *>(x.data());
-    float *yp = y.mutable_data();
-    py::gil_scoped_release release;
-    matmul_q4x16(w, xp, m, yp);
-    return y;
+    return matmul_into(w.n(), w.k(), "k", x_obj, out,
+                       [&](const float *x, int64_t m, float *y) { matmul_q4x16(w, x, m, y); });
 }
 
 py::array_t<float> get_rows_py(const QMatrix &w, const py::object &ids_obj) {
@@ -583,18 +583,9 @@ py::array_t<float> nbits_dequantize_py(const NBitsMatrix &w) {
 
 py::array_t<float> nbits_matmul_py(const NBitsMatrix &w, const py::object &x_obj,
                                    const py::object &out, bool batch_invariant) {
-    auto x = checked<float>(x_obj, "x", 2);
-    if (x.shape(1) != w.shape().k)
-        throw py::value_error("x has " + std::to_string(x.shape(1)) +
-                              " columns, weight has K=" + std::to_string(w.shape().k));
-    const int64_t m = x.shape(0);
-    auto y = out_or_new(out, {m, w.shape().n});
-    if (m == 0) return y;
-    const float *xp = static_cast<const float *>(x.data());
-    float *yp = y.mutable_data();
-    py::gil_scoped_release release;
-    nbits_matmul(w, xp, m, yp, batch_invariant);
-    return y;
+    return matmul_into(
+        w.shape().n, w.shape().k, "K", x_obj, out,
+        [&](const float *x, int64_t m, float *y) { nbits_matmul(w, x, m, y, batch_invariant); });
 }
 
 // The level-4 activation quantizer of the active ISA on its own (tests hold it to onnxruntime's):
