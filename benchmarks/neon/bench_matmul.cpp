@@ -37,11 +37,15 @@
 
 namespace {
 
-// What phirt's runtime multiplies with at the active level (formats/source.py GGMLMatrix).
+// What phirt's runtime multiplies with at the active level (formats/source.py GGMLMatrix),
+// PHIRT_Q4_0_INTERLEAVE=0 keeping the file's layout as there.
 class PhirtMatmul {
    public:
     explicit PhirtMatmul(const phirt::WeightView &v) : view_(v) {
-        if (v.type == (int)phirt::GgmlType::Q4_0 && phirt::active_kernels().q4_0x16 != nullptr)
+        const char *flag = std::getenv("PHIRT_Q4_0_INTERLEAVE");
+        const bool allowed = flag == nullptr || std::strcmp(flag, "0") != 0;
+        if (allowed && v.type == (int)phirt::GgmlType::Q4_0 &&
+            phirt::active_kernels().q4_0x16 != nullptr)
             w16_ = std::make_unique<phirt::Q4x16Matrix>(v.data, v.row_bytes, v.n, v.k);
     }
     void run(const float *x, int64_t m, float *y) const {
