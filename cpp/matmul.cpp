@@ -34,9 +34,6 @@ thread_local PanelScratch t_panel;
 // m=3 1.04-1.51, m=4 0.89-1.06, m=5 0.75-1.00, m=8 0.54-0.76.
 constexpr int64_t kMinPackedRows = 4;
 
-// Below this many weight bytes a matrix is not worth waking the workers for.
-constexpr int64_t kMinParallelBytes = 64 * 1024;
-
 // One row of activation blocks (Q8_0, Q8_1 or Q8_K, as the GEMV uses them) split into the packed
 // GEMM's form (gemm.h): contiguous int8 and, per column group, d, zs = -zero · Σ q and s = d · Σ q.
 void split_act_row(const uint8_t *src, int block_bytes, int64_t k, const GemmForm &form, int8_t *q,
@@ -195,16 +192,11 @@ void matmul_q4x16(const Q4x16Matrix &w, const float *x, int64_t m, float *y) {
     const uint8_t *act = converted_acts(kern.to_q8_0, x, m, k, act_row_bytes);
     const GemmActs acts =
         split_acts(act, act_row_bytes, sizeof(block_q8_0), m, k, gemm_form((int)GgmlType::Q4_0));
-    // contiguous runs of panels, a few per thread (decode streams each byte once)
-    ThreadPool &pool = global_pool();
-    const int64_t n_panels = w.n_panels(), nb = w.n_blocks();
-    const int64_t n_chunks =
-        w.nbytes() < kMinParallelBytes ? 1 : std::min<int64_t>(n_panels, (int64_t)pool.size() * 4);
-    const int64_t chunk = (n_panels + n_chunks - 1) / n_chunks;
-    pool.run(n_chunks, [&](int64_t c, int) {
-        for (int64_t p = c * chunk; p < std::min(n_panels, (c + 1) * chunk); ++p) {
+    // decode streams each byte once: contiguous runs of panels
+    contiguous_chunks(w.n_panels(), w.nbytes(), [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
             const int n_rows = (int)std::min<int64_t>(kPanelRows, w.n() - p * kPanelRows);
-            gemm(w.panel(p), nb, acts, m, y + p * kPanelRows, w.n(), n_rows);
+            gemm(w.panel(p), w.n_blocks(), acts, m, y + p * kPanelRows, w.n(), n_rows);
         }
     });
 }

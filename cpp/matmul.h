@@ -49,23 +49,31 @@ void get_rows(const WeightView &w, const int32_t *ids, int64_t t, float *out);
 
 // The schedule matmul and nbits_matmul share for one-row dot products y[c·n + r] (weight rows
 // r < n, activation rows c < m): block(r0, r1, c0, c1) is called on the global pool for blocks
-// that cover every (r, c) once. Decode (m = 1) is bandwidth-bound: contiguous row chunks, a few
-// per thread so a slow thread does not hold up the rest, all on the caller when the matrix
-// (matrix_bytes) is too small to be worth waking the workers. Prefill takes tiles of 32 weight
+// that cover every (r, c) once. Decode (m = 1) is bandwidth-bound: contiguous_chunks of rows
+// (matrix_bytes in all). Prefill takes tiles of 32 weight
 // rows × 32 activation rows: a tile's activations stay in L2 while each weight row (L1) meets them.
+// Bandwidth-bound work over n items (weight rows, interleaved panels) of `bytes` in all:
+// chunk(i0, i1) on the global pool over contiguous ranges, a few per thread so a slow thread does
+// not hold up the rest, all on the caller when too small to be worth waking the workers.
+template <class Chunk>
+void contiguous_chunks(int64_t n, int64_t bytes, Chunk chunk) {
+    constexpr int64_t kMinParallelBytes = 64 * 1024;
+    ThreadPool &pool = global_pool();
+    const int64_t n_chunks =
+        bytes < kMinParallelBytes ? 1 : std::min<int64_t>(n, (int64_t)pool.size() * 4);
+    const int64_t size = (n + n_chunks - 1) / n_chunks;
+    pool.run(n_chunks, [&](int64_t i, int) { chunk(i * size, std::min(n, (i + 1) * size)); });
+}
+
 template <class Block>
 void one_row_dot_blocks(int64_t n, int64_t m, int64_t matrix_bytes, Block block) {
-    constexpr int64_t kMinParallelBytes = 64 * 1024, kTileRows = 32, kTileCols = 32;
-    ThreadPool &pool = global_pool();
+    constexpr int64_t kTileRows = 32, kTileCols = 32;
     if (m == 1) {
-        const int64_t n_chunks =
-            matrix_bytes < kMinParallelBytes ? 1 : std::min<int64_t>(n, (int64_t)pool.size() * 4);
-        const int64_t chunk = (n + n_chunks - 1) / n_chunks;
-        pool.run(n_chunks, [&](int64_t i, int) {
-            block(i * chunk, std::min(n, (i + 1) * chunk), int64_t(0), int64_t(1));
-        });
+        contiguous_chunks(n, matrix_bytes,
+                          [&](int64_t r0, int64_t r1) { block(r0, r1, int64_t(0), int64_t(1)); });
         return;
     }
+    ThreadPool &pool = global_pool();
     const int64_t row_tiles = (n + kTileRows - 1) / kTileRows;
     const int64_t col_tiles = (m + kTileCols - 1) / kTileCols;
     pool.run(row_tiles * col_tiles, [&](int64_t t, int) {

@@ -171,7 +171,7 @@ class BatchScheduler:
         self._active: list[_Sequence] = []  # in admission order: the oldest prefills first
         self._waiting: deque[Job] = deque()
         self._cancelled = 0  # requests dropped because their client went away
-        self._fusing = False  # prompt chunks share the decode pass (_fuse)
+        self._fusing: bool | None = None  # prompt chunks share the decode pass (_fuse)
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="phirt-scheduler", daemon=True)
@@ -271,9 +271,9 @@ class BatchScheduler:
 
     def _fuse(self) -> bool:
         """Whether a prompt chunk may share the decode pass (NativeEngine.layer_rows_invariant:
-        it then gets what it gets alone). The answer only changes from False to True, as the
-        model's matrices are laid out at their first use."""
-        if not self._fusing:
+        it then gets what it gets alone). Asked once: it is only asked when a sequence is already
+        decoding, so every layer matrix has run and settled its layout (chosen at first use)."""
+        if self._fusing is None:
             self._fusing = self.engine.layer_rows_invariant()
         return self._fusing
 
