@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import phirt
+from phirt.models.common import KVCache
 from model_factory import ModelFactory
 
 
@@ -40,3 +45,25 @@ def test_cli_takes_kv_type(models: ModelFactory) -> None:
         for kv in ("f16", "q8_0")
     ]
     assert all(outs)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+def test_kv_cache_commits_memory_as_the_context_fills(models: ModelFactory, kv_type: str) -> None:
+    """A Phi-3-mini-sized cache of 4096 positions (1.6 GB in f16) holding one token commits a
+    page per head and layer, not the whole cache (numpy's np.zeros asks for huge pages, which
+    committed it all at the first token). The f32 cache (ONNX models) keeps keys transposed,
+    position last, so its first token touches every page of the keys whatever the page size."""
+    cfg = phirt.load(models.phi3("Q4_0"), n_ctx=64).engine.config
+    cfg = dataclasses.replace(cfg, n_layer=32, n_head=32, n_head_kv=32, head_dim=96)
+    cache = KVCache(cfg, 4096, kv_type)
+    before = _rss()
+    row = np.ones((1, 32, 96), np.float32)
+    for layer in range(32):
+        cache.store(layer, 0, row, row)
+    assert cache.k.nbytes + cache.v.nbytes > 800e6
+    assert _rss() - before < 40e6  # 4 KiB pages: 32 layers x 32 heads x 2 (k, v) x 4-8 KiB
+
+
+def _rss() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -13,6 +13,8 @@ import contextlib
 import contextvars
 import functools
 import math
+import mmap
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -224,6 +226,23 @@ def _check_layer_count(source: Any, n_layer: int) -> None:
 KV_TYPES = ("f16", "q8_0", "f32")
 
 
+def lazy_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Zeros whose memory is committed 4 KiB page by page as it is first written, so a KV cache
+    costs what its context holds. np.zeros maps lazily too, but numpy asks for transparent huge
+    pages on large arrays: a token written for every head then commits 2 MiB pages over nearly
+    the whole cache (1.6 GB for Phi-3-mini at n_ctx 4096, at the first token), and one
+    position's rows, n_ctx · head_dim apart, then share the same few L2 sets (kv_store took 3-4x
+    as long). MemoryError, ValueError, OverflowError or OSError when it cannot be had."""
+    n = math.prod(shape)
+    if os.name != "posix":
+        return np.zeros(shape, dtype=dtype)
+    nbytes = n * np.dtype(dtype).itemsize
+    buf = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux; elsewhere there are no huge pages to refuse
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buf, dtype=dtype, count=n).reshape(shape)
+
+
 class KVCache:
     """Keys and values for every layer: k[layer] is (n_head_kv, n_ctx, head_dim) f16, or with
     kv_type "q8_0" (n_head_kv, n_ctx, head_dim / 32 · 34) bytes of Q8_0 blocks: half the memory,
@@ -256,11 +275,10 @@ class KVCache:
             self.store = self._store_f32  # type: ignore[method-assign]
         else:
             dtype = np.float16
-        # np.zeros maps fresh pages lazily: memory is committed as the context fills.
         try:
-            self.k = np.zeros(k_shape, dtype=dtype)
-            self.v = np.zeros(v_shape, dtype=dtype)
-        except (MemoryError, ValueError):  # numpy: ValueError when the size overflows
+            self.k = lazy_zeros(k_shape, dtype)
+            self.v = lazy_zeros(v_shape, dtype)
+        except (MemoryError, ValueError, OverflowError, OSError):
             need = 2 * math.prod(k_shape) * np.dtype(dtype).itemsize
             raise InvalidArgumentError(
                 f"n_ctx={n_ctx} needs {need / 2**30:.1f} GiB of KV cache, more than this "
