@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import phirt
-from phirt.models.common import KVCache
 from model_factory import ModelFactory
+from phirt.models.common import KVCache
 
 
 def test_q8_0_cache_stores_34_bytes_per_32_values(models: ModelFactory) -> None:
