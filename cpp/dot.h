@@ -67,6 +67,9 @@ struct DotKernels {
     // Interleaved Q4_0 panels (q4x16.h); nullptr: the ISA has no twin, and phirt keeps the GGUF
     // layout (the spec would be slower than the GEMV).
     Q4x16GemmFn q4_0x16 = nullptr;
+    // The same for calls of many activation rows (kMinManyRows and more: prefill), where this CPU
+    // has a faster unit for them (AMX); nullptr: q4_0x16 serves every call.
+    Q4x16GemmFn q4_0x16_many = nullptr;
     // Attention over an f16 KV cache.
     AxpyF16Fn axpy_f16;
     AttnScoresFn attn_scores;

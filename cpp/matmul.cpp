@@ -187,7 +187,8 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y, bool batch
 
 void matmul_q4x16(const Q4x16Matrix &w, const float *x, int64_t m, float *y) {
     const DotKernels &kern = active_kernels();
-    const Q4x16GemmFn gemm = kern.q4_0x16 != nullptr ? kern.q4_0x16 : q4x16_gemm_ref;
+    Q4x16GemmFn gemm = kern.q4_0x16 != nullptr ? kern.q4_0x16 : q4x16_gemm_ref;
+    if (m >= kMinManyRows && kern.q4_0x16_many != nullptr) gemm = kern.q4_0x16_many;
     const int64_t k = w.k(), act_row_bytes = k / QK8_0 * (int64_t)sizeof(block_q8_0);
     const uint8_t *act = converted_acts(kern.to_q8_0, x, m, k, act_row_bytes);
     const GemmActs acts =

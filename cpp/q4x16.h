@@ -64,5 +64,12 @@ void q4x16_gemm_ref(const uint8_t *panel, int64_t nb, const GemmActs &a, int64_t
 // The AVX-512 VNNI twin (x86/q4x16_avx512.cpp), reached only through the avx512 kernel table.
 void q4x16_gemm_avx512(const uint8_t *panel, int64_t nb, const GemmActs &a, int64_t m, float *y,
                        int64_t ldy, int n_rows);
+// The AMX twin (x86/q4x16_amx.cpp) for many activation rows, the avx512 table's q4_0x16_many
+// where amx_ready(): the CPU has AMX-INT8 and the OS granted this process the tile state.
+void q4x16_gemm_amx(const uint8_t *panel, int64_t nb, const GemmActs &a, int64_t m, float *y,
+                    int64_t ldy, int n_rows);
+bool amx_ready();
+// Activation rows from which a call takes q4_0x16_many where the table has one.
+constexpr int64_t kMinManyRows = 16;
 
 }  // namespace phirt

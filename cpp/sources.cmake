@@ -55,6 +55,15 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
         list(APPEND PHIRT_SOURCES ${_avxvnni})
         list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_AVXVNNI)
     endif()
+    # AMX (tile int8) needs GCC >= 11 or Clang >= 12 as well; used only where the CPU has it.
+    check_cxx_compiler_flag(-mamx-int8 PHIRT_CXX_HAS_AMX)
+    if(PHIRT_CXX_HAS_AMX)
+        set(_amx ${PHIRT_CPP_DIR}/x86/q4x16_amx.cpp)
+        set_source_files_properties(${_amx} PROPERTIES COMPILE_OPTIONS
+            "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mamx-tile;-mamx-int8")
+        list(APPEND PHIRT_SOURCES ${_amx})
+        list(APPEND PHIRT_DEFINITIONS PHIRT_HAVE_AMX)
+    endif()
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64|arm64|ARM64")
     # One file per NEON level, each with its own -march: the baseline object must hold no SDOT or
     # SMMLA (one wheel runs on every AArch64 CPU; .ci/neon_tests.sh checks with objdump).

@@ -51,6 +51,26 @@ def test_each_isa_gives_the_spec_for_every_row_alone_or_batched(
         np.testing.assert_array_equal(got, K.matmul(w, x), err_msg=each_isa)
 
 
+def test_calls_of_many_rows_give_each_row_its_own_result(each_isa: str) -> None:
+    """From 16 activation rows on, a call may take the table's many-row kernel (AMX on a
+    Sapphire Rapids Xeon, C++ test_q4x16): the spec's bits, and each row what it gets alone or in
+    a short call, across the switch."""
+    w16 = K.q4x16_repack(q4_0_matrix(40, 512, seed=3))
+    x = np.random.default_rng(4).standard_normal((40, 512)).astype(np.float32)
+    got = K.q4x16_matmul(w16, x)
+    previous = K.isa()
+    K.set_isa("scalar")
+    try:
+        spec = K.q4x16_matmul(w16, x)
+    finally:
+        K.set_isa(previous)
+    np.testing.assert_array_equal(got, spec, err_msg=each_isa)
+    for rows in (slice(0, 1), slice(3, 18), slice(5, 40), slice(24, 40)):
+        np.testing.assert_array_equal(
+            K.q4x16_matmul(w16, np.ascontiguousarray(x[rows])), got[rows], err_msg=each_isa
+        )
+
+
 def test_repack_refuses_other_types_and_shapes() -> None:
     rng = np.random.default_rng(0)
     q8 = K.QMatrix(

@@ -1001,7 +1001,7 @@ void test_q4x16(const std::string &isa, const DotKernels &K) {
                 std::vector<uint8_t> w;
                 make_weights(GgmlType::Q4_0, n, k, src, kWide, &w);
                 const Q4x16Matrix w16(w.data(), rb, n, k);
-                for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}) {
+                for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 35}) {
                     const GemmActData ad = make_gemm_acts(form, m, k);
                     const GemmActs a = ad.acts(k, k / form.group);
                     std::vector<float> y_def(m * n), y_ref(m * n), y(m * n);
@@ -1021,6 +1021,14 @@ void test_q4x16(const std::string &isa, const DotKernels &K) {
                     check(same_bits(y_ref, y_def), "spec == definition over GGUF rows, " + what);
                     if (K.q4_0x16 == nullptr) continue;
                     check(same_bits(y, y_ref), isa + " == spec, " + what);
+                    if (K.q4_0x16_many != nullptr) {  // AMX: its tiles of 16 rows and tails
+                        std::vector<float> y_many(m * n);
+                        for (int64_t p = 0; p < w16.n_panels(); ++p)
+                            K.q4_0x16_many(w16.panel(p), w16.n_blocks(), a, m,
+                                           y_many.data() + p * kPanelRows, n,
+                                           (int)std::min<int64_t>(kPanelRows, n - p * kPanelRows));
+                        check(same_bits(y_many, y_ref), isa + " many-row kernel == spec, " + what);
+                    }
                     // row i alone (the kernel with m = 1 on row i's activations)
                     const int64_t i = m - 1;
                     const GemmActs one{a.q + i * a.ldq, a.d + i * a.ldg, a.zs + i * a.ldg,

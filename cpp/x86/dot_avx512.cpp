@@ -12,6 +12,9 @@
 // sums of eight blocks in one vector, so each step needs one int->float conversion and one FMA.
 // Decode runs up to 4 rows per call sharing the activation side (dot_rows).
 // K-quants use VPMADDUBSW for the 4-8 bit products and VPDPWSSD to apply the sub-block scales.
+#include <cstdlib>
+#include <cstring>
+
 #include "../dot_loops.h"
 #include "../nbits_kernels.h"
 #include "x86_common.h"
@@ -766,6 +769,11 @@ const DotKernels *dot_kernels_avx512() {
         t.f32 = {dot_f32_f32, rows_by_dot<dot_f32_f32>};
         t.nbits = nbits_kernels_avx512();
         t.q4_0x16 = q4x16_gemm_avx512;
+#if defined(PHIRT_HAVE_AMX)
+        const char *amx = std::getenv("PHIRT_AMX");  // "0": keep AVX-512 for A/B runs
+        if ((amx == nullptr || std::strcmp(amx, "0") != 0) && amx_ready())
+            t.q4_0x16_many = q4x16_gemm_amx;
+#endif
         t.axpy_f16 = axpy_f16;
         t.attn_scores = attn_scores;
         t.attn_values = attn_values;
