@@ -27,6 +27,13 @@ using VecDotFn = float (*)(int64_t n, const void *w, const void *x);
 constexpr int kMaxDotRows = 4;
 using VecDotRowsFn = void (*)(int64_t n, const void *w, int64_t row_bytes, int nr, const void *x,
                               float *y);
+// Dots of one weight row with nc activation rows (x + c·x_row_bytes, 1 <= nc <= kMaxDotActs):
+// y[c·ldy] = the same table's VecDotFn on that activation, bit for bit. Batched decode runs on
+// these where a type decodes its weights at a cost (K-quants): each block is decoded once for all
+// the batch's rows instead of once per row.
+constexpr int kMaxDotActs = 8;
+using VecDotActsFn = void (*)(int64_t n, const void *w, const void *x, int64_t x_row_bytes, int nc,
+                              float *y, int64_t ldy);
 // Convert n floats to an activation format (n a multiple of its block size).
 using ConvertFn = void (*)(const float *x, void *y, int64_t n);
 // y[i] += a * x[i] for an f16 row (attention's V accumulation), each product rounded before its
@@ -51,6 +58,8 @@ struct TypeKernels {
     // on dot_rows for this type (no packed form, or the dots are faster, e.g. scalar).
     PackPanelFn pack_panel = nullptr;
     GemmPanelFn gemm_panel = nullptr;
+    // Optional: its activation-side twin; nullptr: several activation rows run dot_rows each.
+    VecDotActsFn dot_acts = nullptr;
 };
 
 struct DotKernels {

@@ -168,13 +168,22 @@ void matmul(const WeightView &w, const float *x, int64_t m, float *y, bool batch
     }
 
     // 2. Dot products: kMaxDotRows weight rows at a time against each activation row (rows
-    // r..r+nr-1 of output row c are adjacent in y). The packed GEMM sums in another order, so a
-    // batch-invariant call keeps to the one-row dots.
+    // r..r+nr-1 of output row c are adjacent in y); for several activation rows of a type with
+    // dot_acts, each weight row against up to kMaxDotActs of them, decoded once for all. The packed
+    // GEMM sums in another order, so a batch-invariant call keeps to the one-row dots.
     if (!batch_invariant && uses_packed_gemm(kern, w.type, m)) {
         matmul_packed(tk, w, act, act_row_bytes, f.act.bytes, m, y);
         return;
     }
     auto dots = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        if (tk.dot_acts != nullptr && c1 - c0 > 1) {
+            for (int64_t r = r0; r < r1; ++r)
+                for (int64_t c = c0; c < c1; c += kMaxDotActs)
+                    tk.dot_acts(w.k, w.data + r * w.row_bytes, act + c * act_row_bytes,
+                                act_row_bytes, (int)std::min<int64_t>(kMaxDotActs, c1 - c),
+                                y + c * w.n + r, w.n);
+            return;
+        }
         for (int64_t r = r0; r < r1; r += kMaxDotRows) {
             const int nr = (int)std::min<int64_t>(kMaxDotRows, r1 - r);
             for (int64_t c = c0; c < c1; ++c)

@@ -642,6 +642,8 @@ void test_table(const DotKernels &K, const DotKernels &S) {
               fmt("%s: packed GEMM only for a type with a packed form", case_name(c)));
         check(&K == &S || t.dot == ref.dot || t.dot_rows != ref.dot_rows,
               fmt("%s: dot overridden without dot_rows", case_name(c)));
+        check(t.dot_acts == nullptr || t.dot != ref.dot,
+              fmt("%s: dot_acts beside the scalar's dot", case_name(c)));
     }
 }
 
@@ -752,6 +754,44 @@ void test_dot_rows(const std::string &isa, const DotKernels &K, const DotKernels
                                       case_name(c), (long long)n, kSourceNames[src],
                                       kPatternNames[apat], nr, r, y[r], one));
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The same for the activation-side twin: each output of dot_acts is the one-row dot with that
+// activation, for every activation count, activations further apart than their bytes and outputs
+// ldy apart (the slots between them untouched).
+void test_dot_acts(const std::string &isa, const DotKernels &K, const DotKernels &S) {
+    for (const DotCase &c : kDotCases) {
+        const VecDotActsFn acts = (K.*c.kernels).dot_acts;
+        if (acts == nullptr) continue;
+        Section s("[" + isa + "] dot acts " + case_name(c) + " == one-row dot");
+        const int64_t blk = traits(c.type).block_size;
+        for (int64_t n : {blk, 3 * blk, 12 * blk, 17 * blk}) {
+            const int64_t xb = n / c.act.block * c.act.bytes, stride = xb + 24, ldy = 3;
+            for (Source src : {kQuantized, kRandomBytes, kExtremeScales}) {
+                std::vector<uint8_t> w;
+                if (!make_weights(c.type, 1, n, src, kWide, &w)) continue;
+                std::vector<uint8_t> x(stride * kMaxDotActs, 0x5A);
+                const Pattern pats[kMaxDotActs] = {kRandom, kWide, kLarge, kRandom};
+                for (int a = 0; a < kMaxDotActs; ++a) {
+                    const std::vector<uint8_t> act = convert_act(S, c, make_data(pats[a], n));
+                    std::memcpy(x.data() + a * stride, act.data(), xb);
+                }
+                for (int nc = 1; nc <= kMaxDotActs; ++nc) {
+                    std::vector<float> y(ldy * kMaxDotActs, -7.0f);
+                    acts(n, w.data(), x.data(), stride, nc, y.data(), ldy);
+                    for (int a = 0; a < kMaxDotActs; ++a) {
+                        const float one =
+                            a < nc ? dot_of(K, c)(n, w.data(), x.data() + a * stride) : -7.0f;
+                        check(std::memcmp(&one, &y[a * ldy], sizeof(float)) == 0 &&
+                                  y[a * ldy + 1] == -7.0f && y[a * ldy + 2] == -7.0f,
+                              fmt("%s n=%lld w=%s nc=%d activation %d: %.9g, one-row dot %.9g",
+                                  case_name(c), (long long)n, kSourceNames[src], nc, a, y[a * ldy],
+                                  one));
                     }
                 }
             }
@@ -1240,6 +1280,7 @@ void test_isa(const std::string &isa, const DotKernels &K, const DotKernels &S) 
     test_converters(isa, K, S);
     test_dots(isa, K, S);
     test_dot_rows(isa, K, S);
+    test_dot_acts(isa, K, S);
     test_axpy(isa, K, S);
     test_matmul(isa, K);
     test_packed_gemm(isa, K);

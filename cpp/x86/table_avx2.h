@@ -29,6 +29,9 @@ DotKernels avx2_family_table(const char *isa) {
     t.q4_K = quant_kernels<Q45KRows<I8, block_q4_K>, block_q4_K, QK_K>();
     t.q5_K = quant_kernels<Q45KRows<I8, block_q5_K>, block_q5_K, QK_K>();
     t.q6_K = quant_kernels<Q6KRows<I8>, block_q6_K, QK_K>();
+    t.q4_K.dot_acts = dot_acts<Q45KActs<I8, block_q4_K>::template Of>;
+    t.q5_K.dot_acts = dot_acts<Q45KActs<I8, block_q5_K>::template Of>;
+    t.q6_K.dot_acts = dot_acts<Q6KActs<I8>::template Of>;
     // Packed GEMM for prefill, one micro-kernel per type.
     const PackPanelFn pack = pack_panel_avx2;
     t.q4_0.pack_panel = t.q4_1.pack_panel = t.q5_0.pack_panel = t.q5_1.pack_panel = pack;
