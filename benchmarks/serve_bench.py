@@ -134,11 +134,13 @@ def run_load(base: str, n: int, max_tokens: int, texts: list[str]) -> dict[str, 
 def bench_server(
     name: str, base: str, streams: list[int], reps: int, max_tokens: int
 ) -> dict[int, dict[str, Any]]:
-    texts = prompts(max(streams))
-    one_stream(base, texts[0], 8, time.perf_counter())  # warm-up
+    # every request its own prompt (the same list for each server): a server that keeps the
+    # previous prompt's KV cache (llama-cpp-python's does) must not skip a repeated prefill
+    fresh = iter(prompts(1 + reps * sum(streams)))
+    one_stream(base, next(fresh), 8, time.perf_counter())  # warm-up
     out: dict[int, dict[str, Any]] = {}
     for n in streams:
-        runs = [run_load(base, n, max_tokens, texts) for _ in range(reps)]
+        runs = [run_load(base, n, max_tokens, [next(fresh) for _ in range(n)]) for _ in range(reps)]
         ttft = sorted(t for r in runs for t in r["ttft"])
         out[n] = {
             "aggregate": statistics.median(r["aggregate"] for r in runs),
