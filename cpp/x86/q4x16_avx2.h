@@ -25,7 +25,7 @@ void q4x16_tile_avx2(const uint8_t *codes, const uint16_t *scales, int64_t nb, c
         const uint8_t *cb = codes + b * kQ4x16BlockCodes + 32 * half;
         for (int line = 0; line < ahead_lines; ++line)
             _mm_prefetch(reinterpret_cast<const char *>(ahead + (b * ahead_lines + line) * 64),
-                         _MM_HINT_T0);
+                         _MM_HINT_T1);
         __m256i w[8];  // columns 4j..4j+3 of the block for this half's 8 rows
         for (int c = 0; c < 4; ++c) {
             const __m256i v = load256(cb + 64 * c);
@@ -126,8 +126,8 @@ void q4x16_gemm_avx2(const uint8_t *panel, int64_t nb, const GemmActs &a, int64_
     const auto *scales = reinterpret_cast<const uint16_t *>(panel + nb * kQ4x16BlockCodes);
     if (m == 1) return q4x16_row_avx2<I8>(panel, scales, nb, a, y, n_rows);
     // The passes over this panel (a half's rows × a tile of activation rows each) compute from
-    // cache; between them they fetch the next panel (they are contiguous), so that memory streams
-    // during every pass rather than only the first.
+    // cache; between them they fetch the next panel (they are contiguous) into L2, so that memory
+    // streams during every pass rather than only the first, without evicting this panel from L1.
     const int passes = (n_rows > 8 ? 2 : 1) * (int)((m + kMR - 1) / kMR);
     const int64_t panel_lines = nb * kQ4x16BlockBytes / 64;
     const int lines = (int)((panel_lines + passes * nb - 1) / (passes * nb));
