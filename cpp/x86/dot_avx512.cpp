@@ -428,8 +428,10 @@ inline __m512i nibbles_k(const uint8_t *q) {
 }
 
 // Q4_K and Q5_K (which adds a fifth bit per element from qh): per block d·Σ_j sc_j·(q·x)_j −
-// dmin·Σ_j m_j·(Σx)_j. A block is unpacked once (q45_K_unpack) and meets one or more activation
-// blocks, as Q6_K below: R rows share an activation's loads, C activations a row's unpacking.
+// dmin·Σ_j m_j·(Σx)_j. Two kernels, as for Q6_K below: q45_K_rows, R rows against one activation
+// row, unpacks in step with its dot products; q45_K_acts, one row against C activation rows,
+// unpacks a block once (q45_K_unpack) for all of them. Both run the same exact integer sums and
+// the same float operations per (row, activation), so every output is the one-row dot's.
 struct Q45KBlock {
     __m512i q[4];   // codes that meet activation bytes 64i..64i+63
     __m512i sc[4];  // q[i]'s VPDPWSSD scale words
@@ -437,7 +439,7 @@ struct Q45KBlock {
 };
 
 template <class Block>
-Q45KBlock q45_K_unpack(const Block &b) {
+__attribute__((always_inline)) inline Q45KBlock q45_K_unpack(const Block &b) {
     constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
     Q45KBlock u;
     u.sm = k4_scales_mins(b.scales);
@@ -463,7 +465,7 @@ Q45KBlock q45_K_unpack(const Block &b) {
 }
 
 // The block's integer dot Σ_j sc_j·(q·x)_j with the activation codes a, in int32 lanes.
-inline __m512i q45_K_block_dot(const Q45KBlock &u, const int8_t *a) {
+__attribute__((always_inline)) inline __m512i q45_K_block_dot(const Q45KBlock &u, const int8_t *a) {
     __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
     for (int i = 0; i < 4; i += 2) {
         s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(u.q[i], load512(a + 64 * i)), u.sc[i]);
@@ -473,9 +475,12 @@ inline __m512i q45_K_block_dot(const Q45KBlock &u, const int8_t *a) {
     return _mm512_add_epi32(s0, s1);
 }
 
-// R rows w + r·row_bytes against one activation row; the one-row dot is R = 1.
+// R rows w + r·row_bytes against one activation row; the one-row dot is R = 1. The rows share the
+// activation's loads and sub-block sums. (Unpacking through q45_K_unpack here made the one-row
+// Q5_K dot 27 % slower: one activation gains nothing from a block kept unpacked.)
 template <class Block, int R>
 void q45_K_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_K *x, float *y) {
+    constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
     const Block *wr[R];
     for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const Block *>(w + r * row_bytes);
     __m512 acc[R];
@@ -483,17 +488,44 @@ void q45_K_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_K
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps(), acc_m[r] = _mm_setzero_ps();
     for (int64_t ib = 0; ib < n / QK_K; ++ib) {
         const __m128i pairs = k4_bsum_pairs(x[ib].bsums);
+        const int8_t *a = x[ib].qs;
+        const __m512i x0 = load512(a), x1 = load512(a + 64), x2 = load512(a + 128),
+                      x3 = load512(a + 192);
         for (int r = 0; r < R; ++r) {
             const Block &b = wr[r][ib];
             prefetch_ahead(w + r * row_bytes, ib * (int64_t)sizeof(Block), sizeof(Block), row_bytes,
                            R);
             const float d = x[ib].d * h2f(b.d);
             const float dmin = x[ib].d * h2f(b.dmin);
-            const Q45KBlock u = q45_K_unpack(b);
-            acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_sums(u.sm, pairs)),
-                                    acc_m[r]);
+            const __m256i sm = k4_scales_mins(b.scales);
+            acc_m[r] =
+                _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_sums(sm, pairs)), acc_m[r]);
+            const __m512i sc = _mm512_broadcast_i32x4(_mm256_castsi256_si128(sm));
+            const uint8_t *q = b.qs;
+            __m512i hb = _mm512_setzero_si512();
+            if constexpr (kQ5) hb = _mm512_broadcast_i64x4(load256(b.qh));
+            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            for (int j = 0; j < QK_K / 64; j += 2, q += 64) {
+                __m512i q0 = nibbles_k(q), q1 = nibbles_k(q + 32);
+                if constexpr (kQ5) {  // fifth bit: qh bit 2j for sub-block 2j, 2j+1 for 2j+1
+                    const __m512i b0 =
+                        _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * j))),
+                                           _mm256_set1_epi8((char)(2 << (2 * j))), 1);
+                    const __m512i b1 =
+                        _mm512_inserti64x4(_mm512_set1_epi8((char)(4 << (2 * j))),
+                                           _mm256_set1_epi8((char)(8 << (2 * j))), 1);
+                    q0 = _mm512_mask_add_epi8(q0, _mm512_test_epi8_mask(hb, b0), q0,
+                                              _mm512_set1_epi8(16));
+                    q1 = _mm512_mask_add_epi8(q1, _mm512_test_epi8_mask(hb, b1), q1,
+                                              _mm512_set1_epi8(16));
+                }
+                s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(q0, j == 0 ? x0 : x2),
+                                         scale_halves(sc, 2 * j, 2 * j + 1));
+                s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(q1, j == 0 ? x1 : x3),
+                                         scale_halves(sc, 2 * j + 2, 2 * j + 3));
+            }
             acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d),
-                                     _mm512_cvtepi32_ps(q45_K_block_dot(u, x[ib].qs)), acc[r]);
+                                     _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[r]);
         }
     }
     for (int r = 0; r < R; ++r) y[r] = _mm512_reduce_add_ps(acc[r]) - hsum(acc_m[r]);
@@ -554,17 +586,17 @@ struct Q5_KActs {
 };
 
 // Q6_K: q in [0, 63] is used unsigned; the -32 offset is 32·Σ_s sc_s·bsums_s, from the
-// activation's group sums (groups of 16 match Q6_K's sub-blocks). A block is unpacked once
-// (q6_K_unpack) and then meets one or more activation blocks (q6_K_block_dot): the R-row kernel
-// shares the activation's loads across rows, the C-activation kernel a row's unpacking across
-// activations, and both run the one-row dot's operations for every (row, activation) pair.
+// activation's group sums (groups of 16 match Q6_K's sub-blocks). q6_K_rows (R rows, one
+// activation row) unpacks in step with its dot products; q6_K_acts (one row, C activation rows)
+// unpacks a block once (q6_K_unpack) and meets each activation block with q6_K_block_dot. Both
+// run the one-row dot's operations for every (row, activation) pair.
 struct Q6KBlock {
     __m512i q[4];   // codes of elements 64i..64i+63
     __m512i sc[4];  // each 32-bit lane of q[i]'s VPDPWSSD: its sub-block's scale, twice
     __m256i sc16;   // the 16 sub-block scales as int16
 };
 
-inline Q6KBlock q6_K_unpack(const block_q6_K &b) {
+__attribute__((always_inline)) inline Q6KBlock q6_K_unpack(const block_q6_K &b) {
     const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30);
     // word k of each 128-bit lane k: sub-block k (then k + 4) of the current 128-element half
     const __m512i lane_lo = _mm512_set_epi64(
@@ -594,7 +626,8 @@ inline Q6KBlock q6_K_unpack(const block_q6_K &b) {
 }
 
 // The block's integer dot Σ sc_s·Σ (q - 32)·x over the activation block x, in int32 lanes.
-inline __m512i q6_K_block_dot(const Q6KBlock &u, const block_q8_K &x) {
+__attribute__((always_inline)) inline __m512i q6_K_block_dot(const Q6KBlock &u,
+                                                             const block_q8_K &x) {
     const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(u.sc16, load256(x.bsums)), 5);
     __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
     for (int half = 0; half < 2; ++half) {
@@ -606,20 +639,54 @@ inline __m512i q6_K_block_dot(const Q6KBlock &u, const block_q8_K &x) {
     return _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(offset));
 }
 
-// R rows w + r·row_bytes against one activation row; the one-row dot is R = 1.
+// R rows w + r·row_bytes against one activation row, sharing its loads; the one-row dot is R = 1.
 template <int R>
 void q6_K_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_K *x, float *y) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30);
+    // word k of each 128-bit lane k: sub-block k (then k + 4) of the current 128-element half
+    const __m512i lane_lo = _mm512_set_epi64(
+        0x0706070607060706, 0x0706070607060706, 0x0504050405040504, 0x0504050405040504,
+        0x0302030203020302, 0x0302030203020302, 0x0100010001000100, 0x0100010001000100);
+    const __m512i lane_hi = _mm512_add_epi8(lane_lo, _mm512_set1_epi8(8));
     const block_q6_K *wr[R];
     for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const block_q6_K *>(w + r * row_bytes);
     __m512 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     for (int64_t ib = 0; ib < n / QK_K; ++ib) {
+        const __m256i bsums = load256(x[ib].bsums);
+        const int8_t *a = x[ib].qs;
+        const __m512i xa[4] = {load512(a), load512(a + 64), load512(a + 128), load512(a + 192)};
         for (int r = 0; r < R; ++r) {
             const block_q6_K &b = wr[r][ib];
             prefetch_ahead(w + r * row_bytes, ib * (int64_t)sizeof(block_q6_K), sizeof(block_q6_K),
                            row_bytes, R);
             const float d = x[ib].d * h2f(b.d);
-            const __m512i sumi = q6_K_block_dot(q6_K_unpack(b), x[ib]);
+            const __m256i sc16 =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+            const uint8_t *ql = b.ql, *qh = b.qh;
+            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            for (int half = 0; half < 2; ++half, ql += 64, qh += 32) {
+                const __m512i sc = _mm512_broadcast_i32x4(
+                    half == 0 ? _mm256_castsi256_si128(sc16) : _mm256_extracti128_si256(sc16, 1));
+                const __m512i l = load512(ql);
+                const __m512i h = _mm512_broadcast_i64x4(load256(qh));
+                // elements 0..63: low nibbles of ql[0..63], high bits 0-1 (then 2-3) of qh[0..31]
+                const __m512i h01 = _mm512_and_si512(
+                    _mm512_sllv_epi64(h, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), m2);
+                const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, m4), h01);
+                // elements 64..127: high nibbles of ql[0..63], high bits 4-5 (then 6-7)
+                const __m512i h23 = _mm512_and_si512(
+                    _mm512_srlv_epi64(h, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), m2);
+                const __m512i q23 =
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), h23);
+                s0 = _mm512_dpwssd_epi32(s0, _mm512_maddubs_epi16(q01, xa[2 * half]),
+                                         _mm512_shuffle_epi8(sc, lane_lo));
+                s1 = _mm512_dpwssd_epi32(s1, _mm512_maddubs_epi16(q23, xa[2 * half + 1]),
+                                         _mm512_shuffle_epi8(sc, lane_hi));
+            }
+            const __m512i sumi =
+                _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(offset));
             acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc[r]);
         }
     }

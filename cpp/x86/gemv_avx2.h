@@ -221,9 +221,10 @@ inline __m256i scale_pair(__m256i sc, int a, int b) {
 
 // Q4_K and Q5_K (a fifth bit per element from qh): per block d·Σ_j sc_j·(q·x)_j − dmin·Σ_j
 // m_j·(Σx)_j. Codes <= 31, so VPMADDUBSW pairs stay far from saturation; the sub-block scales are
-// applied by VPMADDWD (VPDPWSSD under VNNI). A block is unpacked once (q45_K_unpack) and meets one
-// or more activation blocks, as Q6_K below: R rows share an activation's loads and sub-block
-// sums, C activations a row's unpacking.
+// applied by VPMADDWD (VPDPWSSD under VNNI). Two kernels, as for Q6_K below: q45_K_rows, R rows
+// against one activation row, unpacks in step with its dot products; q45_K_acts, one row against
+// C activation rows, unpacks a block once (q45_K_unpack) for all of them. Both run the same exact
+// integer sums and the same float operations per (row, activation).
 struct Q45KBlock {
     __m256i q[8];   // codes of elements 32i..32i+31
     __m256i sc[8];  // q[i]'s VPMADDWD scale words (sub-block i)
@@ -231,7 +232,7 @@ struct Q45KBlock {
 };
 
 template <class Block>
-Q45KBlock q45_K_unpack(const Block &b) {
+__attribute__((always_inline)) inline Q45KBlock q45_K_unpack(const Block &b) {
     constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     Q45KBlock u;
@@ -260,7 +261,7 @@ Q45KBlock q45_K_unpack(const Block &b) {
 
 // The block's integer dot Σ_j sc_j·(q·x)_j with the activation codes a, in int32 lanes.
 template <class I8>
-__m256i q45_K_block_dot(const Q45KBlock &u, const int8_t *a) {
+__attribute__((always_inline)) inline __m256i q45_K_block_dot(const Q45KBlock &u, const int8_t *a) {
     __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
     for (int i = 0; i < 8; i += 2) {
         s0 = I8::madd_acc(s0, u.sc[i], _mm256_maddubs_epi16(u.q[i], load256(a + 32 * i)));
@@ -270,9 +271,12 @@ __m256i q45_K_block_dot(const Q45KBlock &u, const int8_t *a) {
     return _mm256_add_epi32(s0, s1);
 }
 
-// R rows w + r·row_bytes against one activation row; the one-row dot is R = 1.
+// R rows w + r·row_bytes against one activation row; the one-row dot is R = 1. The rows share the
+// activation's sub-block sums.
 template <class I8, class Block, int R>
 void q45_K_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_K *x, float *y) {
+    constexpr bool kQ5 = sizeof(Block) == sizeof(block_q5_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
     const Block *wr[R];
     for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const Block *>(w + r * row_bytes);
     __m256 acc[R];
@@ -286,11 +290,33 @@ void q45_K_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_K
                            R);
             const float d = x[ib].d * h2f(b.d);
             const float dmin = x[ib].d * h2f(b.dmin);
-            const Q45KBlock u = q45_K_unpack(b);
-            acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_sums(u.sm, pairs)),
-                                    acc_m[r]);
+            const __m256i sm = k4_scales_mins(b.scales);
+            acc_m[r] =
+                _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(k4_min_sums(sm, pairs)), acc_m[r]);
+            const __m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
+            const uint8_t *q = b.qs;
+            const int8_t *a = x[ib].qs;
+            __m256i hb = _mm256_setzero_si256();  // bit 2j: sub-block 2j, bit 2j+1: sub-block 2j+1
+            if constexpr (kQ5) hb = load256(b.qh);
+            __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+            for (int j = 0; j < QK_K / 64; ++j, q += 32, a += 64) {
+                const __m256i bits = load256(q);
+                __m256i lo = _mm256_and_si256(bits, m4);
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                if constexpr (kQ5) {
+                    lo = _mm256_or_si256(
+                        lo, _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(1)), 4));
+                    hi = _mm256_or_si256(
+                        hi, _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(2)), 3));
+                    hb = _mm256_srli_epi16(hb, 2);
+                }
+                s0 = I8::madd_acc(s0, scale_pair(sc, 2 * j, 2 * j),
+                                  _mm256_maddubs_epi16(lo, load256(a)));
+                s1 = I8::madd_acc(s1, scale_pair(sc, 2 * j + 1, 2 * j + 1),
+                                  _mm256_maddubs_epi16(hi, load256(a + 32)));
+            }
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d),
-                                     _mm256_cvtepi32_ps(q45_K_block_dot<I8>(u, x[ib].qs)), acc[r]);
+                                     _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc[r]);
         }
     }
     for (int r = 0; r < R; ++r) y[r] = hsum(acc[r]) - hsum(acc_m[r]);
@@ -324,17 +350,18 @@ void q45_K_acts(int64_t n, const uint8_t *w, const uint8_t *x, int64_t x_row_byt
 }
 
 // Q6_K: q in [0, 63] is used unsigned; the -32 offset is 32·Σ_s sc_s·bsums_s from the
-// activation's group sums (groups of 16 match Q6_K's sub-blocks). A block is unpacked once
-// (q6_K_unpack) and then meets one or more activation blocks (q6_K_block_dot): the R-row kernel
-// shares the activation's loads across rows, the C-activation kernel a row's unpacking across
-// activations, and both run the one-row dot's operations for every (row, activation) pair.
+// activation's group sums (groups of 16 match Q6_K's sub-blocks). q6_K_rows (R rows, one
+// activation row) unpacks in step with its dot products: a whole unpacked block (17 vectors) would
+// not fit the 16 registers. q6_K_acts (one row, C activation rows) unpacks a block once
+// (q6_K_unpack) and meets each activation block with q6_K_block_dot. Both run the one-row dot's
+// operations for every (row, activation) pair.
 struct Q6KBlock {
     __m256i q[8];   // codes of elements 32i..32i+31
     __m256i sc[8];  // q[i]'s VPMADDWD scale words: sub-block 2i in the low lane, 2i+1 in the high
     __m256i sc16;   // the 16 sub-block scales as int16
 };
 
-inline Q6KBlock q6_K_unpack(const block_q6_K &b) {
+__attribute__((always_inline)) inline Q6KBlock q6_K_unpack(const block_q6_K &b) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     Q6KBlock u;
     u.sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
@@ -359,7 +386,8 @@ inline Q6KBlock q6_K_unpack(const block_q6_K &b) {
 
 // The block's integer dot Σ sc_s·Σ (q - 32)·x over the activation block x, in int32 lanes.
 template <class I8>
-__m256i q6_K_block_dot(const Q6KBlock &u, const block_q8_K &x) {
+__attribute__((always_inline)) inline __m256i q6_K_block_dot(const Q6KBlock &u,
+                                                             const block_q8_K &x) {
     const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(u.sc16, load256(x.bsums)), 5);
     __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
     for (int i = 0; i < 8; i += 2) {
@@ -373,17 +401,48 @@ __m256i q6_K_block_dot(const Q6KBlock &u, const block_q8_K &x) {
 // R rows w + r·row_bytes against one activation row; the one-row dot is R = 1.
 template <class I8, int R>
 void q6_K_rows(int64_t n, const uint8_t *w, int64_t row_bytes, const block_q8_K *x, float *y) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     const block_q6_K *wr[R];
     for (int r = 0; r < R; ++r) wr[r] = reinterpret_cast<const block_q6_K *>(w + r * row_bytes);
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t ib = 0; ib < n / QK_K; ++ib) {
+        const __m256i bsums = load256(x[ib].bsums);
         for (int r = 0; r < R; ++r) {
             const block_q6_K &b = wr[r][ib];
             prefetch_ahead(w + r * row_bytes, ib * (int64_t)sizeof(block_q6_K), sizeof(block_q6_K),
                            row_bytes, R);
             const float d = x[ib].d * h2f(b.d);
-            const __m256i sumi = q6_K_block_dot<I8>(q6_K_unpack(b), x[ib]);
+            const __m256i sc16 =
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(b.scales)));
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+            const uint8_t *ql = b.ql, *qh = b.qh;
+            const int8_t *a = x[ib].qs;
+            __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+            for (int half = 0; half < 2; ++half, ql += 64, qh += 32, a += 128) {
+                const __m256i s8 = _mm256_broadcastsi128_si256(
+                    half == 0 ? _mm256_castsi256_si128(sc16) : _mm256_extracti128_si256(sc16, 1));
+                const __m256i l0 = load256(ql), l1 = load256(ql + 32), h = load256(qh);
+                const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                                   _mm256_slli_epi16(_mm256_and_si256(h, m3), 4));
+                const __m256i q1 = _mm256_or_si256(
+                    _mm256_and_si256(l1, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4));
+                const __m256i q2 = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4));
+                const __m256i q3 = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4));
+                s0 = I8::madd_acc(s0, scale_pair(s8, 0, 1), _mm256_maddubs_epi16(q0, load256(a)));
+                s1 = I8::madd_acc(s1, scale_pair(s8, 2, 3),
+                                  _mm256_maddubs_epi16(q1, load256(a + 32)));
+                s0 = I8::madd_acc(s0, scale_pair(s8, 4, 5),
+                                  _mm256_maddubs_epi16(q2, load256(a + 64)));
+                s1 = I8::madd_acc(s1, scale_pair(s8, 6, 7),
+                                  _mm256_maddubs_epi16(q3, load256(a + 96)));
+            }
+            const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(s0, s1), offset);
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[r]);
         }
     }
