@@ -1,8 +1,7 @@
 // The AVX2-family twin of q4x16_ref.cpp (interleaved Q4_0, see q4x16.h), on the int8 policy of
 // int8_avx2.h. A 64-byte chunk of a panel is two 32-byte halves (rows 0-7, rows 8-15); each half
-// makes its own pass over the panel's blocks (from cache: the passes over a panel fetch the next
-// one), so a tile of 4 activation rows keeps 8 unpacked weight vectors and 4 sums in the 16 ymm
-// registers.
+// makes its own pass over the panel's blocks (the later passes from cache), so a tile of 4
+// activation rows keeps 8 unpacked weight vectors and 4 sums in the 16 ymm registers.
 // Under VPMADDUBSW the 8 steps of a block sum in int16: pairs are at most 2·15·128, eight of them
 // 30720 < 2^15. Only included by the AVX2-family ISA files (anonymous namespace).
 #pragma once
@@ -16,13 +15,16 @@ namespace {
 
 template <class I8, int MR>
 void q4x16_tile_avx2(const uint8_t *codes, const uint16_t *scales, int64_t nb, const GemmActs &a,
-                     int64_t i0, int half, float *y, int64_t ldy, int count, const uint8_t *ahead,
-                     int ahead_lines) {
+                     int64_t i0, int half, float *y, int64_t ldy, int count, bool own_ahead,
+                     const uint8_t *ahead, int ahead_lines) {
     const __m256i low = _mm256_set1_epi8(0x0F);
     __m256 acc[MR];
     for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t *cb = codes + b * kQ4x16BlockCodes + 32 * half;
+        if (own_ahead)  // this panel into L1, 8 blocks ahead
+            for (int line = 0; line < 4; ++line)
+                _mm_prefetch(reinterpret_cast<const char *>(cb + 2048 + 64 * line), _MM_HINT_T0);
         for (int line = 0; line < ahead_lines; ++line)
             _mm_prefetch(reinterpret_cast<const char *>(ahead + (b * ahead_lines + line) * 64),
                          _MM_HINT_T1);
@@ -119,18 +121,20 @@ void q4x16_gemm_avx2(const uint8_t *panel, int64_t nb, const GemmActs &a, int64_
                      int64_t ldy, int n_rows) {
     constexpr int kMR = 4;
     using TileFn = void (*)(const uint8_t *, const uint16_t *, int64_t, const GemmActs &, int64_t,
-                            int, float *, int64_t, int, const uint8_t *, int);
+                            int, float *, int64_t, int, bool, const uint8_t *, int);
     static constexpr TileFn kTiles[kMR + 1] = {nullptr, q4x16_tile_avx2<I8, 1>,
                                                q4x16_tile_avx2<I8, 2>, q4x16_tile_avx2<I8, 3>,
                                                q4x16_tile_avx2<I8, 4>};
     const auto *scales = reinterpret_cast<const uint16_t *>(panel + nb * kQ4x16BlockCodes);
     if (m == 1) return q4x16_row_avx2<I8>(panel, scales, nb, a, y, n_rows);
-    // The passes over this panel (a half's rows × a tile of activation rows each) compute from
-    // cache; between them they fetch the next panel (they are contiguous) into L2, so that memory
-    // streams during every pass rather than only the first, without evicting this panel from L1.
+    // Decode (a few passes over the panel: a half's rows × a tile of activation rows each): the
+    // passes compute from cache, so between them they fetch the next panel (panels are
+    // contiguous) into L2, and memory streams during every pass rather than only the first.
+    // Prefill (many passes, compute-bound): the first half's passes fetch ahead in this panel.
+    const bool decode = m < kMinManyRows;
     const int passes = (n_rows > 8 ? 2 : 1) * (int)((m + kMR - 1) / kMR);
     const int64_t panel_lines = nb * kQ4x16BlockBytes / 64;
-    const int lines = (int)((panel_lines + passes * nb - 1) / (passes * nb));
+    const int lines = decode ? (int)((panel_lines + passes * nb - 1) / (passes * nb)) : 0;
     const uint8_t *next = panel + nb * kQ4x16BlockBytes;
     int pass = 0;
     for (int half = 0; half < 2; ++half) {
@@ -138,8 +142,8 @@ void q4x16_gemm_avx2(const uint8_t *panel, int64_t nb, const GemmActs &a, int64_
         if (count <= 0) break;
         for (int64_t i0 = 0; i0 < m; i0 += kMR, ++pass) {
             const int mr = m - i0 < kMR ? (int)(m - i0) : kMR;
-            kTiles[mr](panel, scales, nb, a, i0, half, y, ldy, count, next + pass * nb * lines * 64,
-                       lines);
+            kTiles[mr](panel, scales, nb, a, i0, half, y, ldy, count, !decode && half == 0,
+                       next + pass * nb * lines * 64, lines);
         }
     }
 }
