@@ -4,14 +4,16 @@ client, and llama-cpp-python's server on the same file (batching throughput and 
     python benchmarks/serve_bench.py MODEL [--threads 2] [--streams 1,2,4,8] [--max-tokens 64]
         [--reps 2] [--llamacpp] [--json]
 
-For each number of concurrent streams N, N streaming completions start at once (distinct prompts
-of ~32 tokens, max_tokens each, temperature 0); per request the client records the time to the
+For each number of concurrent streams N, N streaming completions start at once (a ~32-token prompt
+of its own each, max_tokens each, temperature 0); per request the client records the time to the
 first token (TTFT) and to the last. Figures, medians over --reps runs:
 
 - aggregate decode tok/s: Σ (tokens - 1) over the N requests / (last token of any - first token
   of any): what the server emits per second once streams are generating;
 - TTFT p50 / p95 over all requests of all runs (with N > 1 a prompt may wait for others' prefill);
-- ratio: aggregate at N / aggregate at 1 (the aim: >= 2.5 at 4 streams).
+- ratio: aggregate at N / aggregate at 1 within each run, median over runs (the aim: >= 2.5 at
+  4 streams). Each run goes through every N in turn, so a shared machine's drift in speed over
+  the minutes of a benchmark falls on every N alike.
 
 Beside them, measured in-process on the same file and threads (no HTTP):
 
@@ -138,20 +140,29 @@ def bench_server(
     # previous prompt's KV cache (llama-cpp-python's does) must not skip a repeated prefill
     fresh = iter(prompts(1 + reps * sum(streams)))
     one_stream(base, next(fresh), 8, time.perf_counter())  # warm-up
+    # each rep runs every N in turn, so that a shared machine's drift in speed falls on all N alike
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in streams}
+    for _ in range(reps):
+        for n in streams:
+            runs[n].append(run_load(base, n, max_tokens, [next(fresh) for _ in range(n)]))
     out: dict[int, dict[str, Any]] = {}
     for n in streams:
-        runs = [run_load(base, n, max_tokens, [next(fresh) for _ in range(n)]) for _ in range(reps)]
-        ttft = sorted(t for r in runs for t in r["ttft"])
+        ttft = sorted(t for r in runs[n] for t in r["ttft"])
+        aggregates = [r["aggregate"] for r in runs[n]]
+        # the ratio to the first N (1) within each rep, adjacent in time, then its median
+        ratios = [a / r1["aggregate"] for a, r1 in zip(aggregates, runs[streams[0]], strict=True)]
         out[n] = {
-            "aggregate": statistics.median(r["aggregate"] for r in runs),
-            "runs": [r["aggregate"] for r in runs],
+            "aggregate": statistics.median(aggregates),
+            "runs": aggregates,
+            "ratio": statistics.median(ratios),
             "ttft_p50": float(np.percentile(ttft, 50)),
             "ttft_p95": float(np.percentile(ttft, 95)),
         }
         print(
             f"  {name:<10} {n} streams: {out[n]['aggregate']:7.2f} tok/s aggregate "
-            f"(runs {', '.join(f'{a:.2f}' for a in out[n]['runs'])}), TTFT p50 "
-            f"{out[n]['ttft_p50']:.2f} s p95 {out[n]['ttft_p95']:.2f} s",
+            f"(runs {', '.join(f'{a:.2f}' for a in aggregates)}; x{streams[0]} per run "
+            f"{', '.join(f'{x:.2f}' for x in ratios)}), TTFT p50 {out[n]['ttft_p50']:.2f} s "
+            f"p95 {out[n]['ttft_p95']:.2f} s",
             flush=True,
         )
     return out
@@ -314,9 +325,7 @@ def print_table(r: dict[str, Any], streams: list[int]) -> None:
                 row += f"  {'-':>14} {'':>5} {'':>15}"
                 continue
             x = r[s][n]
-            row += (
-                f"  {x['aggregate']:>14.2f} {x['aggregate'] / r[s][min(r[s])]['aggregate']:>5.2f}"
-            )
+            row += f"  {x['aggregate']:>14.2f} {x['ratio']:>5.2f}"
             row += f" {x['ttft_p50']:>7.2f}/{x['ttft_p95']:<7.2f}"
         print(row + f"  {ref['invariant_ceiling'][n]:>16.2f}x")
     one = r["phirt"][streams[0]]["aggregate"]
