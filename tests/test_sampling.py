@@ -65,6 +65,24 @@ def test_repeat_penalty_divides_positive_multiplies_negative() -> None:
     assert sampler(np.array([2.0, 1.0], np.float32), history=[0]) == 1
 
 
+@pytest.mark.parametrize("penalty", [3.4e37, 1e300, 1e-300, 5e-324])
+def test_extreme_repeat_penalty_keeps_logits_finite(penalty: float) -> None:
+    """Any positive finite penalty (SamplingParams accepts them) pushes a seen token's logit at
+    most to float32's largest magnitude: an inf would turn the softmax into NaN."""
+    logits = np.array([20.0, -20.0, 1.0, 0.5], np.float32)
+    out = apply_repeat_penalty(logits, [0, 1], penalty)
+    assert np.isfinite(out).all() and out[2] == 1.0 and out[3] == 0.5
+    sampler = Sampler(SamplingParams(temperature=1.0, repeat_penalty=penalty, seed=0))
+    assert sampler(logits, history=[0, 1]) in range(4)
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-310, 1e-45])
+def test_tiny_temperature_picks_the_best(temperature: float) -> None:
+    """A positive temperature too small to divide by without overflow is still greedy, not NaN."""
+    sampler = Sampler(SamplingParams(temperature=temperature, top_k=0, top_p=1.0, min_p=0.0))
+    assert sampler(np.array([1.0, 20.0, -20.0], np.float32)) == 1
+
+
 @pytest.mark.parametrize("bad", [dict(top_p=0.0), dict(min_p=1.5), dict(repeat_penalty=0.0)])
 def test_bad_parameters_are_rejected(bad: dict) -> None:
     with pytest.raises(ValueError):

@@ -89,16 +89,22 @@ class Sampler:
         if p.min_p > 0.0:
             keep_mask = probs >= p.min_p * probs[0]
             order, vals = order[keep_mask], vals[keep_mask]
-        probs = _softmax(vals / p.temperature)
+        with np.errstate(over="ignore"):  # a tiny temperature: -inf below the best, exp gives 0
+            probs = _softmax((vals - vals.max()) / p.temperature)
         return int(order[self.rng.choice(len(order), p=probs)])
 
 
 def apply_repeat_penalty(logits: np.ndarray, recent: Sequence[int], penalty: float) -> np.ndarray:
-    """Divide positive (multiply negative) logits of recently seen tokens by `penalty`."""
+    """Divide positive (multiply negative) logits of recently seen tokens by `penalty`. An extreme
+    penalty takes a logit to the end of float32's range, never to inf (which softmax turns into
+    NaN)."""
     out = logits.copy()
     ids = np.unique(np.asarray(recent, dtype=np.int64))
-    vals = out[ids]
-    out[ids] = np.where(vals > 0, vals / penalty, vals * penalty)
+    vals = out[ids].astype(np.float64)
+    with np.errstate(over="ignore"):  # inf is clipped below
+        penalized = np.where(vals > 0, vals / penalty, vals * penalty)
+    limit = float(np.finfo(np.float32).max)
+    out[ids] = np.clip(penalized, -limit, limit)
     return out
 
 
