@@ -121,33 +121,6 @@ void dot_rows(int64_t n, const void *vw, int64_t row_bytes, int nr, const void *
     }
 }
 
-// A C-activation kernel `Acts<C>` as a VecDotActsFn (nc = 1..kMaxDotActs).
-template <template <int> class Acts>
-void dot_acts(int64_t n, const void *vw, const void *vx, int64_t x_row_bytes, int nc, float *y,
-              int64_t ldy) {
-    const auto *w = static_cast<const uint8_t *>(vw);
-    const auto *x = static_cast<const uint8_t *>(vx);
-    static_assert(kMaxDotActs == 8, "one case per activation count");
-    switch (nc) {
-        case 1:
-            return Acts<1>::run(n, w, x, x_row_bytes, y, ldy);
-        case 2:
-            return Acts<2>::run(n, w, x, x_row_bytes, y, ldy);
-        case 3:
-            return Acts<3>::run(n, w, x, x_row_bytes, y, ldy);
-        case 4:
-            return Acts<4>::run(n, w, x, x_row_bytes, y, ldy);
-        case 5:
-            return Acts<5>::run(n, w, x, x_row_bytes, y, ldy);
-        case 6:
-            return Acts<6>::run(n, w, x, x_row_bytes, y, ldy);
-        case 7:
-            return Acts<7>::run(n, w, x, x_row_bytes, y, ldy);
-        default:
-            return Acts<8>::run(n, w, x, x_row_bytes, y, ldy);
-    }
-}
-
 // The one-row dot (a VecDotFn): the R = 1 case of an R-row kernel, on n elements of blocks W
 // (QK elements each).
 template <template <int> class Rows, class W, int QK, class Act>
