@@ -335,10 +335,11 @@ void q45_K_acts(int64_t n, const uint8_t *w, const uint8_t *x, int64_t x_row_byt
     for (int64_t ib = 0; ib < n / QK_K; ++ib) {
         prefetch_ahead(w, ib * (int64_t)sizeof(Block), sizeof(Block), row_bytes, 1);
         const Q45KBlock u = q45_K_unpack(b[ib]);
+        const float wd = h2f(b[ib].d), wdmin = h2f(b[ib].dmin);  // once per block
         for (int c = 0; c < C; ++c) {
             const block_q8_K &xc = reinterpret_cast<const block_q8_K *>(x + c * x_row_bytes)[ib];
-            const float d = xc.d * h2f(b[ib].d);
-            const float dmin = xc.d * h2f(b[ib].dmin);
+            const float d = xc.d * wd;
+            const float dmin = xc.d * wdmin;
             acc_m[c] =
                 _mm_fmadd_ps(_mm_set1_ps(dmin),
                              _mm_cvtepi32_ps(k4_min_sums(u.sm, k4_bsum_pairs(xc.bsums))), acc_m[c]);
@@ -461,9 +462,10 @@ void q6_K_acts(int64_t n, const uint8_t *w, const uint8_t *x, int64_t x_row_byte
     for (int64_t ib = 0; ib < n / QK_K; ++ib) {
         prefetch_ahead(w, ib * (int64_t)sizeof(block_q6_K), sizeof(block_q6_K), row_bytes, 1);
         const Q6KBlock u = q6_K_unpack(b[ib]);
+        const float wd = h2f(b[ib].d);  // once per block
         for (int c = 0; c < C; ++c) {
             const block_q8_K &xc = reinterpret_cast<const block_q8_K *>(x + c * x_row_bytes)[ib];
-            const float d = xc.d * h2f(b[ib].d);
+            const float d = xc.d * wd;
             const __m256i sumi = q6_K_block_dot<I8>(u, xc);
             acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[c]);
         }
