@@ -461,6 +461,64 @@ py::array_t<float> attention_py(const py::object &q_obj, const py::object &k_obj
     return out;
 }
 
+py::array_t<float> attention_spans_py(const py::object &q_obj, const py::object &k_obj,
+                                      const py::object &v_obj, const py::list &k_caches,
+                                      const py::list &v_caches, const std::vector<int64_t> &bounds,
+                                      const std::vector<int64_t> &pos0s, float scale,
+                                      int64_t window) {
+    auto q = checked<float>(q_obj, "q", 3);
+    auto k = checked<float>(k_obj, "k", 3);
+    auto v = checked<float>(v_obj, "v", 3);
+    const int64_t m = q.shape(0), n_head = q.shape(1), hd = q.shape(2);
+    const int64_t n_kv_head = k.shape(1), n_spans = (int64_t)pos0s.size();
+    expect_shape(k, "k", {m, n_kv_head, hd});
+    expect_shape(v, "v", {m, n_kv_head, hd});
+    if (n_kv_head <= 0 || n_head % n_kv_head != 0)
+        throw py::value_error("n_head=" + std::to_string(n_head) +
+                              " is not a multiple of n_kv_head=" + std::to_string(n_kv_head));
+    if (window < 0) throw py::value_error("window must be >= 0");
+    if (n_spans < 1 || (int64_t)k_caches.size() != n_spans || (int64_t)v_caches.size() != n_spans ||
+        (int64_t)bounds.size() != n_spans + 1)
+        throw py::value_error(
+            "attention_spans needs n >= 1 spans: n k_caches, n v_caches, n pos0s "
+            "and n + 1 bounds");
+    if (bounds.front() != 0 || bounds.back() != m)
+        throw py::value_error("bounds must run from 0 to the number of rows of q (" +
+                              std::to_string(m) + ")");
+    const bool q8 = is_q8_cache(k_caches[0]);
+    const int64_t row = cache_row_bytes(q8, hd, "attention_spans");
+    std::vector<py::array> keep;  // the caches stay referenced while the GIL is released
+    std::vector<AttnSpan> spans(n_spans);
+    for (int64_t s = 0; s < n_spans; ++s) {
+        const std::string name = "span " + std::to_string(s);
+        if (bounds[s + 1] <= bounds[s])
+            throw py::value_error("bounds must increase: " + name + " has no rows");
+        py::array kc = q8 ? checked<uint8_t>(k_caches[s], "k_cache", 3, true)
+                          : checked<uint16_t>(k_caches[s], "k_cache", 3, true);
+        py::array vc = q8 ? checked<uint8_t>(v_caches[s], "v_cache", 3, true)
+                          : checked<uint16_t>(v_caches[s], "v_cache", 3, true);
+        const int64_t n_ctx = kc.shape(1), rows = bounds[s + 1] - bounds[s];
+        expect_shape(kc, "k_cache", {n_kv_head, n_ctx, row});
+        expect_shape(vc, "v_cache", {n_kv_head, n_ctx, row});
+        if (pos0s[s] < 0 || rows > n_ctx || pos0s[s] > n_ctx - rows)
+            throw py::value_error(name + ": " + std::to_string(rows) + " queries at position " +
+                                  std::to_string(pos0s[s]) + " do not fit the cache of " +
+                                  std::to_string(n_ctx));
+        spans[s] = {kc.mutable_data(), vc.mutable_data(), n_ctx, bounds[s], rows, pos0s[s]};
+        keep.push_back(kc);
+        keep.push_back(vc);
+    }
+    py::array_t<float> out({(py::ssize_t)m, (py::ssize_t)n_head, (py::ssize_t)hd});
+    const float *qp = static_cast<const float *>(q.data());
+    const float *kp = static_cast<const float *>(k.data());
+    const float *vp = static_cast<const float *>(v.data());
+    float *op = out.mutable_data();
+    py::gil_scoped_release release;
+    attention_spans(qp, kp, vp, spans.data(), n_spans, q8, n_head, n_kv_head, hd, scale, window,
+                    op);
+    return out;
+}
+
 py::array_t<float> attention_f32_py(const py::object &q_obj, const py::object &k_obj,
                                     const py::object &v_obj, int64_t pos0, float scale,
                                     int64_t window) {
@@ -773,6 +831,13 @@ PYBIND11_MODULE(_kernels, mod) {
     mod.def("gelu_tanh", &gelu_tanh_py, py::arg("x"));
     mod.def("attention", &attention_py, py::arg("q"), py::arg("k_cache"), py::arg("v_cache"),
             py::arg("pos0"), py::arg("scale"), py::arg("window") = 0);
+    mod.def(
+        "attention_spans", &attention_spans_py, py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("k_caches"), py::arg("v_caches"), py::arg("bounds"), py::arg("pos0s"),
+        py::arg("scale"), py::arg("window") = 0,
+        "Several sequences in one call: rows [bounds[i], bounds[i + 1]) of q, k, v belong to "
+        "the sequence whose layer caches are k_caches[i], v_caches[i], at positions pos0s[i]..; "
+        "stores their k, v, then attends as attention() does for each alone");
     mod.def("kv_store", &kv_store_py, py::arg("cache"), py::arg("x"), py::arg("pos0"),
             "cache[:, pos0:pos0 + m] = x (m, n_head, hd) transposed, as float16 or, for a uint8 "
             "cache, as Q8_0 rows");

@@ -223,32 +223,75 @@ void gelu_tanh(const float *x, int64_t n, float *y) {
     }
 }
 
+namespace {
+
+// One query head against its KV head's visible keys [lo, lo + n_keys) of an f16 cache: the
+// whole of attention() for one (row, head) task, shared with attention_spans() so a row's result
+// is the same bits whichever call computes it.
+void attend_f16(const DotKernels &kern, const float *q, const ggml_half *kh, const ggml_half *vh,
+                int64_t hd, int64_t lo, int64_t n_keys, float scale, float *o) {
+    thread_local std::vector<float> scores;
+    thread_local std::vector<ggml_half> q16;
+    thread_local std::vector<ggml_half> p16;
+    if ((int64_t)scores.size() < n_keys) scores.resize(n_keys);
+    if ((int64_t)q16.size() < hd) q16.resize(hd);
+    kern.to_f16(q, q16.data(), hd);
+    kern.attn_scores(hd, n_keys, kh + lo * hd, q16.data(), scale, scores.data());
+    const double sum = softmax_numerators(kern, n_keys, scores.data());
+    // Softmax weights rounded to f16 for ·V (ggml's f16 V product) by the ISA's converter.
+    const float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < n_keys; ++j) scores[j] *= inv;
+    if ((int64_t)p16.size() < n_keys) p16.resize(n_keys);
+    kern.to_f16(scores.data(), p16.data(), n_keys);
+    std::fill(o, o + hd, 0.0f);
+    kern.attn_values(hd, n_keys, p16.data(), vh + lo * hd, o);
+}
+
+// attend_f16() over a Q8_0 cache (kh, vh: the KV head's rows of hd / 32 blocks).
+void attend_q8(const DotKernels &kern, const float *q, const block_q8_0 *kh, const block_q8_0 *vh,
+               int64_t hd, int64_t lo, int64_t n_keys, float scale, float *o) {
+    thread_local std::vector<float> scores;
+    thread_local std::vector<block_q8_0> q8;
+    const int64_t nb = hd / QK8_0;
+    if ((int64_t)scores.size() < n_keys) scores.resize(n_keys);
+    if ((int64_t)q8.size() < nb) q8.resize(nb);
+    kern.to_q8_0(q, q8.data(), hd);
+    kern.attn_q8_scores(hd, n_keys, kh + lo * nb, q8.data(), scale, scores.data());
+    const double sum = softmax_numerators(kern, n_keys, scores.data());
+    std::fill(o, o + hd, 0.0f);
+    kern.attn_q8_values(hd, n_keys, scores.data(), vh + lo * nb, o);
+    const float inv = (float)(1.0 / sum);  // flash attention's division at the end
+    for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
+}
+
+// Query `row` of a sequence whose queries start at pos0, head h, against one cache.
+void attend_row_head(const DotKernels &kern, bool q8, const float *q, const void *k_cache,
+                     const void *v_cache, int64_t n_head, int64_t n_kv_head, int64_t hd,
+                     int64_t n_ctx, int64_t pos0, int64_t row, int64_t h, float scale,
+                     int64_t window, float *o) {
+    const int64_t kvh = h / (n_head / n_kv_head);
+    const auto [lo, n_keys] = visible_keys(pos0, row, window);
+    if (q8) {
+        const int64_t nb = hd / QK8_0;
+        attend_q8(kern, q, static_cast<const block_q8_0 *>(k_cache) + kvh * n_ctx * nb,
+                  static_cast<const block_q8_0 *>(v_cache) + kvh * n_ctx * nb, hd, lo, n_keys,
+                  scale, o);
+    } else {
+        attend_f16(kern, q, static_cast<const ggml_half *>(k_cache) + kvh * n_ctx * hd,
+                   static_cast<const ggml_half *>(v_cache) + kvh * n_ctx * hd, hd, lo, n_keys,
+                   scale, o);
+    }
+}
+
+}  // namespace
+
 void attention(const float *q, const ggml_half *k_cache, const ggml_half *v_cache, int64_t m,
                int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
                float scale, int64_t window, float *out) {
     const DotKernels &kern = active_kernels();
-    const int64_t group = n_head / n_kv_head;
     global_pool().run(m * n_head, [&](int64_t task, int) {
-        thread_local std::vector<float> scores;
-        thread_local std::vector<ggml_half> q16;
-        thread_local std::vector<ggml_half> p16;
-        const int64_t h = task % n_head, kvh = h / group;
-        const auto [lo, n_keys] = visible_keys(pos0, task / n_head, window);
-        if ((int64_t)scores.size() < n_keys) scores.resize(n_keys);
-        if ((int64_t)q16.size() < hd) q16.resize(hd);
-        kern.to_f16(q + task * hd, q16.data(), hd);
-        const ggml_half *kh = k_cache + kvh * n_ctx * hd;
-        const ggml_half *vh = v_cache + kvh * n_ctx * hd;
-        kern.attn_scores(hd, n_keys, kh + lo * hd, q16.data(), scale, scores.data());
-        const double sum = softmax_numerators(kern, n_keys, scores.data());
-        // Softmax weights rounded to f16 for ·V (ggml's f16 V product) by the ISA's converter.
-        const float inv = (float)(1.0 / sum);
-        for (int64_t j = 0; j < n_keys; ++j) scores[j] *= inv;
-        if ((int64_t)p16.size() < n_keys) p16.resize(n_keys);
-        kern.to_f16(scores.data(), p16.data(), n_keys);
-        float *o = out + task * hd;
-        std::fill(o, o + hd, 0.0f);
-        kern.attn_values(hd, n_keys, p16.data(), vh + lo * hd, o);
+        attend_row_head(kern, false, q + task * hd, k_cache, v_cache, n_head, n_kv_head, hd, n_ctx,
+                        pos0, task / n_head, task % n_head, scale, window, out + task * hd);
     });
 }
 
@@ -256,24 +299,40 @@ void attention_q8(const float *q, const block_q8_0 *k_cache, const block_q8_0 *v
                   int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
                   float scale, int64_t window, float *out) {
     const DotKernels &kern = active_kernels();
-    const int64_t group = n_head / n_kv_head, nb = hd / QK8_0;
     global_pool().run(m * n_head, [&](int64_t task, int) {
-        thread_local std::vector<float> scores;
-        thread_local std::vector<block_q8_0> q8;
-        const int64_t h = task % n_head, kvh = h / group;
-        const auto [lo, n_keys] = visible_keys(pos0, task / n_head, window);
-        if ((int64_t)scores.size() < n_keys) scores.resize(n_keys);
-        if ((int64_t)q8.size() < nb) q8.resize(nb);
-        kern.to_q8_0(q + task * hd, q8.data(), hd);
-        const block_q8_0 *kh = k_cache + (kvh * n_ctx + lo) * nb;
-        const block_q8_0 *vh = v_cache + (kvh * n_ctx + lo) * nb;
-        kern.attn_q8_scores(hd, n_keys, kh, q8.data(), scale, scores.data());
-        const double sum = softmax_numerators(kern, n_keys, scores.data());
-        float *o = out + task * hd;
-        std::fill(o, o + hd, 0.0f);
-        kern.attn_q8_values(hd, n_keys, scores.data(), vh, o);
-        const float inv = (float)(1.0 / sum);  // flash attention's division at the end
-        for (int64_t d = 0; d < hd; ++d) o[d] *= inv;
+        attend_row_head(kern, true, q + task * hd, k_cache, v_cache, n_head, n_kv_head, hd, n_ctx,
+                        pos0, task / n_head, task % n_head, scale, window, out + task * hd);
+    });
+}
+
+void attention_spans(const float *q, const float *k, const float *v, const AttnSpan *spans,
+                     int64_t n_spans, bool q8, int64_t n_head, int64_t n_kv_head, int64_t hd,
+                     float scale, int64_t window, float *out) {
+    const DotKernels &kern = active_kernels();
+    const int64_t m = spans[n_spans - 1].row0 + spans[n_spans - 1].rows;
+    std::vector<int64_t> span_of(m);
+    for (int64_t s = 0; s < n_spans; ++s) {
+        const AttnSpan &sp = spans[s];
+        std::fill(span_of.begin() + sp.row0, span_of.begin() + sp.row0 + sp.rows, s);
+        const int64_t kv_off = sp.row0 * n_kv_head * hd;
+        if (q8) {
+            kv_store_q8(k + kv_off, sp.rows, n_kv_head, hd, static_cast<block_q8_0 *>(sp.k_cache),
+                        sp.n_ctx, sp.pos0);
+            kv_store_q8(v + kv_off, sp.rows, n_kv_head, hd, static_cast<block_q8_0 *>(sp.v_cache),
+                        sp.n_ctx, sp.pos0);
+        } else {
+            kv_store(k + kv_off, sp.rows, n_kv_head, hd, static_cast<ggml_half *>(sp.k_cache),
+                     sp.n_ctx, sp.pos0);
+            kv_store(v + kv_off, sp.rows, n_kv_head, hd, static_cast<ggml_half *>(sp.v_cache),
+                     sp.n_ctx, sp.pos0);
+        }
+    }
+    global_pool().run(m * n_head, [&](int64_t task, int) {
+        const int64_t r = task / n_head;
+        const AttnSpan &sp = spans[span_of[r]];
+        attend_row_head(kern, q8, q + task * hd, sp.k_cache, sp.v_cache, n_head, n_kv_head, hd,
+                        sp.n_ctx, sp.pos0, r - sp.row0, task % n_head, scale, window,
+                        out + task * hd);
     });
 }
 

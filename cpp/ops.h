@@ -69,6 +69,22 @@ void attention_q8(const float *q, const block_q8_0 *k_cache, const block_q8_0 *v
                   int64_t n_head, int64_t n_kv_head, int64_t hd, int64_t n_ctx, int64_t pos0,
                   float scale, int64_t window, float *out);
 
+// One sequence in attention_spans(): its rows [row0, row0 + rows) of q, k, v sit at positions
+// pos0.. of its own cache (this layer's k and v: f16 or Q8_0 rows as attention() and
+// attention_q8() take them, n_ctx positions).
+struct AttnSpan {
+    void *k_cache, *v_cache;
+    int64_t n_ctx, row0, rows, pos0;
+};
+
+// Several sequences' rows in one call (the server's batched decode): stores each span's k, v
+// (rows, n_kv_head, hd) into its cache, then runs every (row, head) of every span on the pool at
+// once, each exactly as attention() / attention_q8() computes it for that sequence alone.
+// spans are in row order and cover q's rows; n_spans >= 1.
+void attention_spans(const float *q, const float *k, const float *v, const AttnSpan *spans,
+                     int64_t n_spans, bool q8, int64_t n_head, int64_t n_kv_head, int64_t hd,
+                     float scale, int64_t window, float *out);
+
 // attention() over an f32 cache, with onnxruntime's GroupQueryAttention numerics (f32 KV cache,
 // f32 scores scale·(q·k), f32 softmax, f32 weighted sum of values), for ONNX models whose numbers
 // should be the folder's own. The keys are stored transposed, k_cache_t (n_kv_head, hd, n_ctx),

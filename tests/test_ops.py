@@ -259,6 +259,67 @@ def test_attention_q8_0_cache(each_isa: str, hd: int, window: int) -> None:
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(vd).max(), err_msg=each_isa)
 
 
+@pytest.mark.parametrize("kv", ["f16", "q8_0"])
+@pytest.mark.parametrize("window", [0, 5])
+def test_attention_spans_is_a_call_per_sequence(each_isa: str, kv: str, window: int) -> None:
+    """The server's batched call (several sequences, each its own cache, position and rows) stores
+    and attends exactly as kv_store + attention per sequence: bit for bit, caches included."""
+    rng = np.random.default_rng(_seed((kv, window)))
+    n_head, n_kv, hd = 4, 2, 64
+    spans = [(1, 30, 40), (3, 7, 12), (1, 0, 9), (2, 11, 13)]  # (rows, pos0, n_ctx)
+    m = sum(r for r, _, _ in spans)
+    q = rng.standard_normal((m, n_head, hd)).astype(np.float32)
+    k = rng.standard_normal((m, n_kv, hd)).astype(np.float32)
+    v = rng.standard_normal((m, n_kv, hd)).astype(np.float32)
+
+    def caches() -> list[np.ndarray]:
+        out = []
+        for _, _, n_ctx in spans:
+            x = rng.standard_normal((n_kv, n_ctx, hd)).astype(np.float32)
+            out.append(q8_cache(x) if kv == "q8_0" else x.astype(np.float16))
+        return out
+
+    kcs, vcs = caches(), caches()
+    kcs_alone, vcs_alone = [c.copy() for c in kcs], [c.copy() for c in vcs]
+    bounds = np.cumsum([0] + [r for r, _, _ in spans]).tolist()
+    pos0s = [p for _, p, _ in spans]
+    got = K.attention_spans(q, k, v, kcs, vcs, bounds, pos0s, 0.125, window)
+    for i, (r0, r1) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        K.kv_store(kcs_alone[i], k[r0:r1], pos0s[i])
+        K.kv_store(vcs_alone[i], v[r0:r1], pos0s[i])
+        alone = K.attention(q[r0:r1], kcs_alone[i], vcs_alone[i], pos0s[i], 0.125, window)
+        np.testing.assert_array_equal(got[r0:r1], alone, err_msg=f"{each_isa} span {i}")
+        np.testing.assert_array_equal(kcs[i], kcs_alone[i])
+        np.testing.assert_array_equal(vcs[i], vcs_alone[i])
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"bounds": [0, 1, 1, 3]}, ValueError, "span 1 has no rows"),
+        ({"bounds": [0, 1, 2]}, ValueError, r"n \+ 1 bounds"),
+        ({"bounds": [0, 1, 2, 4]}, ValueError, "from 0 to the number of rows"),
+        ({"pos0s": [0, 9, 0]}, ValueError, "span 1: 1 queries at position 9"),
+        ({"pos0s": [0, -1, 0]}, ValueError, "span 1"),
+        ({"mixed": True}, TypeError, "k_cache must have dtype float16"),
+        ({"short_ctx": True}, ValueError, "v_cache must have shape"),
+    ],
+)
+def test_attention_spans_rejects_bad_spans(change: dict, error: type, match: str) -> None:
+    q = np.zeros((3, 2, 32), np.float32)
+    k = np.zeros((3, 1, 32), np.float32)
+    kcs = [np.zeros((1, 9, 32), np.float16) for _ in range(3)]
+    vcs = [np.zeros((1, 9, 32), np.float16) for _ in range(3)]
+    if change.get("mixed"):
+        kcs[2] = np.zeros((1, 9, 34), np.uint8)
+    if change.get("short_ctx"):
+        vcs[1] = np.zeros((1, 8, 32), np.float16)
+    bounds = change.get("bounds", [0, 1, 2, 3])
+    pos0s = change.get("pos0s", [0, 4, 8])
+    with pytest.raises(error, match=match):
+        K.attention_spans(q, k, k, kcs, vcs, bounds, pos0s, 1.0)
+
+
 def gelu_ref(x: np.ndarray) -> np.ndarray:
     """ggml's GELU: tanh approximation evaluated at f16(x) and rounded to f16, for |x| < 10;
     0 below -10 and identity above 10."""
