@@ -263,3 +263,59 @@ def test_the_scheduler_fuses_prompt_chunks_into_decode_passes(models: ModelFacto
         assert fused, calls
     else:  # no interleaved Q4_0 kernel on this CPU: chunks keep passes of their own
         assert not fused, calls
+
+
+def run_in_turn(
+    engine: NativeEngine, prompts: list[list[int]], parallel: int, chunk: int = 8
+) -> list[tuple[list[int], int]]:
+    """Greedy tokens and cached prompt tokens of each prompt through one BatchScheduler, each
+    request submitted when the one before has finished (a chat's turns)."""
+
+    async def main() -> list[tuple[list[int], int]]:
+        loop = asyncio.get_running_loop()
+        scheduler = BatchScheduler(engine, parallel=parallel, max_queue=8, prefill_chunk=chunk)
+        try:
+            out = []
+            for p in prompts:
+                job = Job(GenRequest(p, max_tokens=6, sampling=SamplingParams(temperature=0)), loop)
+                scheduler.submit(job)
+                tokens = []
+                while not isinstance(event := await job.events.get(), Finish):
+                    assert isinstance(event, Piece), event
+                    if event.token is not None:
+                        tokens.append(event.token)
+                out.append((tokens, event.cached_tokens))
+            return out
+        finally:
+            scheduler.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q4_0"])
+def test_a_prompt_that_resends_a_slots_history_takes_its_cache(
+    models: ModelFactory, qtype: str
+) -> None:
+    """A chat's next turn (the previous prompt, its answer and more), a repeat and a prompt that
+    shares only a prefix take what a free slot already holds, and answer exactly what they answer
+    on a fresh server. Where rows are not invariant (Q4_1; Q4_0 without the interleaved kernel)
+    only the earlier prompt's whole chunks are taken, so the rest is cut on the grid it is cut on
+    alone; where they are, the whole history but the answer's last token is."""
+    engine = NativeEngine(models.phi3(qtype, "gqa"), n_ctx=96)
+    rng = np.random.default_rng(7)
+    first = rng.integers(0, 1000, 30).tolist()
+    other = rng.integers(0, 1000, 11).tolist()  # in the second slot: the first's history stays
+    (answer, cached0), (_, cached1) = run_in_turn(engine, [first, other], parallel=2)
+    assert cached0 == cached1 == 0
+    turn = first + answer + rng.integers(0, 1000, 9).tolist()
+    prefix = first[:21] + rng.integers(0, 1000, 14).tolist()
+    prompts = [first, other, turn, prefix, first]
+    fresh = [run_in_turn(engine, [p], parallel=1)[0][0] for p in prompts]
+    got = run_in_turn(engine, prompts, parallel=2)
+    assert [tokens for tokens, _ in got] == fresh
+    cached = [n for _, n in got]
+    if engine.layer_rows_invariant():
+        # the repeat of `first` follows `prefix` in the same slot: they share 21 tokens
+        assert cached == [0, 0, len(first) + len(answer) - 1, 21, 21]
+    else:
+        assert cached == [0, 0, 24, 16, 16]

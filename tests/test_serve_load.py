@@ -87,6 +87,30 @@ def test_q4_0_prompts_that_share_the_decode_pass_get_their_solo_answers(
     assert batched == solo
 
 
+def test_a_chats_next_turn_is_served_from_its_slots_cache(server: LiveServer) -> None:
+    """The next turn resends the history; its prompt's whole prefill chunks (16 here) come from the
+    slot that served the turn before, as usage.prompt_tokens_details.cached_tokens says, and the
+    answer is the one a repeat of the request gets."""
+    client = openai.OpenAI(base_url=server.v1, api_key="x", max_retries=0, timeout=300)
+    messages = [{"role": "user", "content": PROMPTS[3]}]
+    first = client.chat.completions.create(
+        model="m", messages=messages, max_tokens=12, temperature=0
+    )
+    messages += [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "Now in one sentence."},
+    ]
+    turns = [
+        client.chat.completions.create(model="m", messages=messages, max_tokens=12, temperature=0)
+        for _ in range(2)
+    ]
+    prompt_tokens = turns[0].usage.prompt_tokens
+    cached = [t.usage.prompt_tokens_details.cached_tokens for t in turns]
+    assert first.usage.prompt_tokens // 16 * 16 <= cached[0] < prompt_tokens
+    assert cached[0] % 16 == 0 and cached[1] == (prompt_tokens - 1) // 16 * 16
+    assert turns[0].choices[0].message.content == turns[1].choices[0].message.content
+
+
 def test_sampled_answers_do_not_depend_on_the_batch(server: LiveServer) -> None:
     kw = dict(temperature=1.0, seed=7)
     solo = [chat(server, p, **kw).choices[0].message.content for p in PROMPTS[:4]]

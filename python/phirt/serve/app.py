@@ -504,11 +504,13 @@ def _validation_error(errors: Any) -> APIError:
     return APIError(400, f"'{path or 'body'}': {'; or '.join(msgs)}", param=path or None)
 
 
-def _usage(finish: Finish) -> dict[str, int]:
+def _usage(finish: Finish) -> dict[str, Any]:
     return {
         "prompt_tokens": finish.prompt_tokens,
         "completion_tokens": finish.completion_tokens,
         "total_tokens": finish.prompt_tokens + finish.completion_tokens,
+        # OpenAI's field for prompt tokens served from the cache (a chat's resent history)
+        "prompt_tokens_details": {"cached_tokens": finish.cached_tokens},
     }
 
 

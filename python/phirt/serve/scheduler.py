@@ -61,6 +61,7 @@ class Finish:
     reason: str  # "stop" or "length" (a full context is "length", as OpenAI has no other)
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose keys and values a slot already held
 
 
 @dataclass
@@ -110,15 +111,33 @@ def logprobs_of(
     return float(x[token] - lse), top
 
 
+class _Slot:
+    """A KV cache and the tokens at its first positions that a later prompt may take as they are
+    (BatchScheduler._keepable): a chat's next turn resends its history, which then costs nothing."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.kept: list[int] = []
+
+    def shared(self, prompt: list[int]) -> int:
+        n, limit = 0, min(len(self.kept), len(prompt))
+        while n < limit and self.kept[n] == prompt[n]:
+            n += 1
+        return n
+
+
 class _Sequence:
     """A job in a slot: its KV cache, how far it is, and its Continuation."""
 
-    def __init__(self, job: Job, cache: Any, tokenizer: Any, n_ctx: int) -> None:
+    def __init__(self, job: Job, slot: _Slot, reuse: int, tokenizer: Any, n_ctx: int) -> None:
         r = job.request
         self.job = job
-        self.cache = cache
-        self.pos = 0  # tokens in the cache
-        self.pending = list(r.prompt)  # tokens to evaluate next
+        self.slot = slot
+        self.cache = slot.cache
+        self.cached = reuse  # prompt tokens already in the slot
+        self.pos = reuse  # tokens in the cache
+        self.history = list(r.prompt)  # history[:pos] is in the cache, history[pos:] pending
+        self.pending = self.history[reuse:]  # tokens to evaluate next
         self.prefilling = True
         self.cont = Continuation(
             tokenizer,
@@ -145,10 +164,11 @@ class _Sequence:
                 self.job.emit(Piece(step.text))
             if step.finish_reason is not None:
                 reason = "length" if step.finish_reason == "context" else step.finish_reason
-                self.job.emit(Finish(reason, len(r.prompt), self.cont.n_generated))
+                self.job.emit(Finish(reason, len(r.prompt), self.cont.n_generated, self.cached))
         if self.cont.finished:
             return True
         self.pending = [self.cont.next_token]
+        self.history.append(self.cont.next_token)
         return False
 
 
@@ -167,7 +187,7 @@ class BatchScheduler:
         self.parallel = parallel
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
-        self._free = [engine.new_cache() for _ in range(parallel)]
+        self._free = [_Slot(engine.new_cache()) for _ in range(parallel)]
         self._active: list[_Sequence] = []  # in admission order: the oldest prefills first
         self._waiting: deque[Job] = deque()
         self._cancelled = 0  # requests dropped because their client went away
@@ -236,11 +256,43 @@ class BatchScheduler:
     def _admit(self) -> None:
         while self._waiting and self._free:
             job = self._waiting.popleft()
-            self._active.append(_Sequence(job, self._free.pop(), self.engine.tokenizer, self.n_ctx))
+            prompt = job.request.prompt
+            # the free slot that already holds most of this prompt; else the one holding least,
+            # so that other conversations' histories stay for their next turn
+            slot = max(self._free, key=lambda s: (self._reusable(s, prompt), -len(s.kept)))
+            self._free.remove(slot)
+            reuse = self._reusable(slot, prompt)
+            self._active.append(_Sequence(job, slot, reuse, self.engine.tokenizer, self.n_ctx))
+
+    def _reusable(self, slot: _Slot, prompt: list[int]) -> int:
+        """Prompt tokens a sequence may take from the slot: the shared prefix, less at least the
+        last token (its logits are needed), and where rows are not invariant only whole chunks
+        (the rest of the prompt must be cut on the grid it is cut on alone: _keepable)."""
+        n = min(slot.shared(prompt), len(prompt) - 1)
+        if n and not self._fuse():
+            n -= n % self.prefill_chunk
+        return n
+
+    def _keepable(self, seq: _Sequence) -> list[int]:
+        """The tokens at the start of seq's cache that any later prompt computes to the same bits.
+        Where every layer matrix gives each row what it gives it alone
+        (NativeEngine.layer_rows_invariant), that is every token in the cache: a row's keys and
+        values then depend on neither its chunk nor its batch. Elsewhere a prompt chunk's rows
+        depend on the chunk (the packed GEMM or the GEMV by its size), so only the prompt's
+        whole chunks are kept; they sit on the grid of prefill_chunk multiples from position 0
+        that every prompt is cut on, so a later prompt that takes them goes on cutting its own
+        chunks where it would have alone."""
+        if seq.pos == 0:
+            return []
+        if self._fuse():
+            return seq.history[: seq.pos]
+        whole = min(seq.pos, len(seq.job.request.prompt)) // self.prefill_chunk
+        return seq.history[: whole * self.prefill_chunk]
 
     def _release(self, seq: _Sequence) -> None:
         self._active.remove(seq)
-        self._free.append(seq.cache)  # its old contents are overwritten from position 0
+        seq.slot.kept = self._keepable(seq)
+        self._free.append(seq.slot)  # positions past `kept` are overwritten before being read
 
     def _finish(self, seqs: list[_Sequence], run: Callable[[], list[bool]]) -> None:
         """Run a model step for seqs; a failure fails those jobs, never the server."""
@@ -251,6 +303,7 @@ class BatchScheduler:
             done = [True] * len(seqs)
             for seq in seqs:
                 seq.job.emit(Failure(f"generation failed: {type(exc).__name__}: {exc}"))
+                seq.pos = 0  # the step may have written part of its caches: keep none of them
         with self._cond:
             for seq, finished in zip(seqs, done, strict=True):
                 if finished and seq in self._active:
@@ -271,8 +324,9 @@ class BatchScheduler:
 
     def _fuse(self) -> bool:
         """Whether a prompt chunk may share the decode pass (NativeEngine.layer_rows_invariant:
-        it then gets what it gets alone). Asked once: it is only asked when a sequence is already
-        decoding, so every layer matrix has run and settled its layout (chosen at first use)."""
+        it then gets what it gets alone). Asked once: it is only asked once a forward pass has
+        run (a sequence is decoding, or has left with tokens in its cache), so every layer matrix
+        has settled its layout (chosen at first use)."""
         if self._fusing is None:
             self._fusing = self.engine.layer_rows_invariant()
         return self._fusing
