@@ -10,7 +10,9 @@ NativeEngine.layer_rows_invariant), the chunk and the decode rows go through one
 joining prompt costs no extra weight read. Jobs join between steps and leave as soon as they
 finish or their client goes away. Decode passes are batch-invariant (NativeEngine.eval_batch)
 and a prompt's chunks do not depend on who else is running, so a request's tokens are the same
-alone or in a crowd (docs/design.md, "Serving").
+alone or in a crowd (docs/design.md, "Serving"). A freed slot keeps the start of its cache that
+a later prompt computes to the same bits (_Slot, BatchScheduler._keepable), and a request takes the
+free slot holding most of its prompt: a chat's next turn skips the history it resends.
 
 SerialScheduler runs any other backend (phirt.load(..., device=...)) one request at a time through
 the Model API.
